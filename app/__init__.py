@@ -1,0 +1,3 @@
+"""sandbox-broker: leases pre-created cloud sandboxes to lab participants, exactly once."""
+
+__all__: list[str] = []

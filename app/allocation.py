@@ -1,0 +1,152 @@
+"""The allocation core: allocate, read, release and extend leases.
+
+Allocation fetches K available candidates (server-side prefix filter), shuffles
+them so concurrent callers spread out, and asks the store to claim the first
+still-available one with a conditional write. If all K were taken meanwhile it
+fetches fresh candidates, a bounded number of rounds, then answers CONTENTION.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from app.domain import (
+    Clock,
+    Contention,
+    Lease,
+    NotSandboxOwner,
+    PoolExhausted,
+    Sandbox,
+    SandboxNotFound,
+    Status,
+    is_expired,
+)
+from app.store.base import ClaimOutcome, SandboxStore, Transition
+
+__all__ = ["AllocationPolicy", "AllocationRequest", "AllocationResult", "Allocator"]
+
+_RELEASED = frozenset({Status.PENDING_DELETION, Status.DELETING, Status.DELETION_FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationPolicy:
+    lab_duration_sec: int
+    k_candidates: int = 10
+    claim_rounds: int = 3
+    exhausted_retry_after: int = 30
+    contention_retry_after: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRequest:
+    owner: str
+    track_name: str | None = None
+    name_prefix: str | None = None
+    duration_sec: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationResult:
+    sandbox: Sandbox
+    created: bool  # False for a replay of the owner's live lease
+    conflicts: int = 0
+
+
+class Allocator:
+    """Domain verbs over a SandboxStore. Raises the domain errors, nothing else."""
+
+    def __init__(
+        self,
+        store: SandboxStore,
+        policy: AllocationPolicy,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    async def allocate(self, request: AllocationRequest) -> AllocationResult:
+        """A new lease (created=True) or the owner's live lease (created=False).
+
+        Raises PoolExhausted when nothing matches, Contention when every round
+        lost its candidates to other callers.
+        """
+        conflicts = 0
+        for _ in range(self._policy.claim_rounds):
+            candidates = await self._store.find_available(
+                request.name_prefix, self._policy.k_candidates
+            )
+            if not candidates:
+                existing = await self._live_lease(request.owner)
+                if existing is not None:
+                    return AllocationResult(existing, created=False, conflicts=conflicts)
+                raise PoolExhausted(
+                    "no sandbox is available" + _prefix_note(request.name_prefix),
+                    retry_after=self._policy.exhausted_retry_after,
+                )
+            self._rng.shuffle(candidates)
+            result = await self._store.claim(candidates, self._lease_for(request))
+            conflicts += result.conflicts
+            if result.outcome is ClaimOutcome.CLAIMED and result.sandbox is not None:
+                return AllocationResult(result.sandbox, created=True, conflicts=conflicts)
+            if result.outcome is ClaimOutcome.OWNER_HAS_LEASE:
+                existing = await self._live_lease(request.owner)
+                if existing is not None:
+                    return AllocationResult(existing, created=False, conflicts=conflicts)
+                # The lease ended between the claim and the read: claim afresh.
+        raise Contention(
+            "too many concurrent allocations; retry shortly",
+            retry_after=self._policy.contention_retry_after,
+        )
+
+    async def get(self, sandbox_id: str, owner: str) -> Sandbox:
+        """The sandbox, if `owner` holds (or held) it. SandboxNotFound / NotSandboxOwner."""
+        sandbox = await self._store.get(sandbox_id)
+        if sandbox is None:
+            raise SandboxNotFound(f"sandbox {sandbox_id} does not exist")
+        if sandbox.owner != owner:
+            raise NotSandboxOwner("this sandbox is not leased to you")
+        return sandbox
+
+    async def release(self, sandbox_id: str, owner: str) -> Sandbox:
+        """End the owner's lease: allocated -> pending_deletion. Idempotent for the owner."""
+        sandbox = await self.get(sandbox_id, owner)
+        if sandbox.status in _RELEASED:
+            return sandbox
+        released = await self._store.transition(
+            Transition(sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION, owner=owner),
+            self._now(),
+        )
+        if released is not None:
+            return released
+        again = await self.get(sandbox_id, owner)  # raced another release or expiry
+        if again.status in _RELEASED:
+            return again
+        raise NotSandboxOwner("this sandbox is not leased to you")
+
+    async def _live_lease(self, owner: str) -> Sandbox | None:
+        """The owner's lease if still within expires_at; an expired one is ended first."""
+        lease = await self._store.get_lease(owner)
+        if lease is None or not is_expired(lease, self._clock()):
+            return lease
+        await self._store.transition(
+            Transition(lease.sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION,
+                       owner=owner, expires_at_max=int(self._clock())),
+            self._now(),
+        )
+        return await self._live_lease(owner)
+
+    def _lease_for(self, request: AllocationRequest) -> Lease:
+        now = self._now()
+        duration = request.duration_sec or self._policy.lab_duration_sec
+        return Lease(request.owner, request.track_name, now, now + duration)
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+
+def _prefix_note(prefix: str | None) -> str:
+    return f" with a name starting with {prefix!r}" if prefix else ""

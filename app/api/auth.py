@@ -1,0 +1,42 @@
+"""Bearer-token roles with constant-time checks. Tokens are kept only as digests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from enum import Enum
+
+__all__ = ["Role", "TokenBook", "token_id"]
+
+
+class Role(Enum):
+    TRACK = "track"
+    ADMIN = "admin"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def token_id(token: str) -> str:
+    """A short, non-reversible id for a token, safe for logs and rate-limit keys."""
+    return _digest(token).hex()[:12]
+
+
+class TokenBook:
+    """Which role a presented token has. Every stored digest is compared, always,
+    so the time taken does not reveal which (or whether a) token matched."""
+
+    def __init__(self, track: Iterable[str], admin: Iterable[str]) -> None:
+        self._entries = [(_digest(t), Role.TRACK) for t in track] + [
+            (_digest(t), Role.ADMIN) for t in admin
+        ]
+
+    def role_of(self, token: str) -> Role | None:
+        presented = _digest(token)
+        found: Role | None = None
+        for digest, role in self._entries:
+            if hmac.compare_digest(presented, digest) and found is None:
+                found = role
+        return found

@@ -1,0 +1,103 @@
+"""Request dependencies: services, auth roles and validated headers, in one place."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from app.api.auth import Role, TokenBook, token_id
+from app.api.errors import ApiError
+from app.services import Services
+
+__all__ = [
+    "AdminAuth",
+    "Owner",
+    "ServicesDep",
+    "TrackAuth",
+    "clean_header",
+    "get_services",
+]
+
+MAX_HEADER_CHARS = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BEARER = re.compile(r"^Bearer ([\x21-\x7e]+)$")
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _authenticate(request: Request, wanted: Role) -> str:
+    """Check the bearer token has the wanted role; return its id (never the token)."""
+    raw = request.headers.get("authorization")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not raw:
+        raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", challenge)
+    match = _BEARER.match(raw)
+    if match is None:
+        raise ApiError(401, "UNAUTHORIZED", "use 'Authorization: Bearer <token>'", challenge)
+    book: TokenBook = request.app.state.token_book
+    role = book.role_of(match.group(1))
+    if role is None:
+        raise ApiError(401, "UNAUTHORIZED", "the token is not valid", challenge)
+    if role is not wanted:
+        raise ApiError(403, "FORBIDDEN", f"this endpoint needs a {wanted.value} token")
+    principal = f"{wanted.value}:{token_id(match.group(1))}"
+    request.state.principal = principal
+    return principal
+
+
+def require_track(request: Request) -> str:
+    return _authenticate(request, Role.TRACK)
+
+
+def require_admin(request: Request) -> str:
+    return _authenticate(request, Role.ADMIN)
+
+
+TrackAuth = Annotated[str, Depends(require_track)]
+AdminAuth = Annotated[str, Depends(require_admin)]
+
+
+def clean_header(name: str, value: str | None, *, code: str = "INVALID_HEADER") -> str | None:
+    """The header value stripped, or None if absent; 400 if empty, too long or binary."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise ApiError(400, code, f"header {name} must not be empty")
+    if len(value) > MAX_HEADER_CHARS:
+        raise ApiError(400, code, f"header {name} is longer than {MAX_HEADER_CHARS} characters")
+    if _CONTROL.search(value):
+        raise ApiError(400, code, f"header {name} contains control characters")
+    return value
+
+
+def owner_header(
+    request: Request,
+    x_instruqt_sandbox_id: Annotated[
+        str | None,
+        Header(description="The lab participant's Instruqt sandbox id (the lease owner)."),
+    ] = None,
+    x_track_id: Annotated[
+        str | None, Header(description="Legacy owner header, used when the preferred is absent.")
+    ] = None,
+) -> str:
+    """The lease owner: X-Instruqt-Sandbox-ID, else the legacy X-Track-ID."""
+    preferred = clean_header("X-Instruqt-Sandbox-ID", x_instruqt_sandbox_id, code="INVALID_OWNER")
+    owner = preferred or clean_header("X-Track-ID", x_track_id, code="INVALID_OWNER")
+    if owner is None:
+        raise ApiError(
+            400, "MISSING_OWNER", "send the owner in X-Instruqt-Sandbox-ID (or X-Track-ID)"
+        )
+    request.state.owner = owner
+    return owner
+
+
+Owner = Annotated[str, Depends(owner_header)]

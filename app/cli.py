@@ -1,0 +1,137 @@
+"""`sandbox-broker serve | init-store | seed | verify`: the operator's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from pydantic import ValidationError
+
+from app.config import Settings, generate_dev_tokens
+from app.domain import Sandbox
+from app.store import SandboxStore, create_store
+
+__all__ = ["main"]
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e.get("msg", "")).removeprefix("Value error, ")
+                             for e in exc.errors())
+        raise SystemExit(f"sandbox-broker: configuration refused: {problems}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _load_settings()
+    if settings.is_dev and not (settings.track_tokens and settings.admin_tokens):
+        track, admin = generate_dev_tokens()
+        # Workers re-read the environment, so every process shares these tokens.
+        if not settings.track_tokens:
+            os.environ["BROKER_API_TOKEN"] = track
+        if not settings.admin_tokens:
+            os.environ["BROKER_ADMIN_TOKEN"] = admin
+        settings = _load_settings()
+    url = f"http://{args.host}:{args.port}"
+    print(f"sandbox-broker ({settings.broker_env} mode, {settings.broker_store} store) on {url}")
+    print(f"  docs:    {url}{settings.api_base_path}/docs")
+    if settings.is_dev:
+        print(f"  track token: {settings.track_tokens[0]}")
+        print(f"  admin token: {settings.admin_tokens[0]}")
+        print(f"  try: curl -X POST -H 'Authorization: Bearer {settings.track_tokens[0]}'"
+              f" -H 'X-Instruqt-Sandbox-ID: me' {url}{settings.api_base_path}/allocate")
+    sys.stdout.flush()
+    uvicorn.run(
+        "app.main:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _with_store(action: Callable[[SandboxStore], Awaitable[int]]) -> int:
+    async def run() -> int:
+        store = create_store(_load_settings())
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def _init_store(store: SandboxStore) -> int:
+    print(json.dumps(await store.init_schema(), indent=2, default=str))
+    return 0
+
+
+def _seed(count: int, prefix: str) -> Callable[[SandboxStore], Awaitable[int]]:
+    async def seed(store: SandboxStore) -> int:
+        now = int(time.time())
+        width = max(5, len(str(count)))
+        batch = [
+            Sandbox(sandbox_id=f"seed-{prefix}{i:0{width}d}", name=f"{prefix}{i:0{width}d}",
+                    external_id=f"identity/accounts/seed-{prefix}{i:0{width}d}",
+                    created_at=now, updated_at=now)
+            for i in range(1, count + 1)
+        ]
+        added = 0
+        for start in range(0, len(batch), 500):
+            added += await store.add(batch[start:start + 500])
+        print(json.dumps({"requested": count, "added": added, "prefix": prefix}))
+        return 0
+
+    return seed
+
+
+async def _verify(store: SandboxStore) -> int:
+    problems = await store.integrity_violations()
+    counts = {str(k): v for k, v in (await store.count_by_status()).items()}
+    print(json.dumps({"ok": not problems, "violations": problems, "counts": counts}, indent=2))
+    return 1 if problems else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandbox-broker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    commands.add_parser("init-store", help="create the table/schema (idempotent)")
+    seed = commands.add_parser("seed", help="add N available sandboxes to the store")
+    seed.add_argument("--count", type=int, required=True)
+    seed.add_argument("--prefix", default="lab-")
+    commands.add_parser("verify", help="check the store's invariants; non-zero on violation")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "init-store":
+        return _with_store(_init_store)
+    if args.command == "seed":
+        return _with_store(_seed(args.count, args.prefix))
+    return _with_store(_verify)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

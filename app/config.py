@@ -1,0 +1,112 @@
+"""One Settings object, read from the environment once at start-up and passed in.
+
+Every knob lives here; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MIN_TOKEN_LENGTH", "Settings", "generate_dev_tokens"]
+
+MIN_TOKEN_LENGTH = 32
+
+
+def _split(raw: SecretStr) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.get_secret_value().split(",") if part.strip())
+
+
+class Settings(BaseSettings):
+    """Service configuration. Field `foo_bar` is read from env var `FOO_BAR`."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    broker_env: Literal["dev", "production"] = "production"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Auth: comma-separated lists so two tokens can be valid during a rotation.
+    broker_api_token: SecretStr = SecretStr("")
+    broker_admin_token: SecretStr = SecretStr("")
+    metrics_token: SecretStr = SecretStr("")
+
+    # HTTP surface
+    api_base_path: str = "/v1"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_value_length: int = Field(default=128, ge=16, le=4096)
+
+    # Storage
+    broker_store: Literal["sqlite", "dynamodb"] = "sqlite"
+    broker_sqlite_path: str = "./data/broker.db"
+    ddb_table_name: str = "sandbox-broker"
+    ddb_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    ddb_availability_shards: int = Field(default=8, ge=1, le=64)
+    ddb_max_pool_connections: int = Field(default=64, ge=10)
+    store_timeout_sec: float = Field(default=3.0, gt=0)
+    cursor_secret: SecretStr = SecretStr("")
+
+    # Leases
+    lab_duration_hours: float = Field(default=4.0, gt=0)
+    max_lab_duration_hours: float = Field(default=24.0, gt=0)
+    grace_period_minutes: int = Field(default=15, ge=0)
+    k_candidates: int = Field(default=10, ge=1, le=100)
+    claim_rounds: int = Field(default=3, ge=1, le=20)
+    pool_exhausted_retry_after_sec: int = Field(default=30, ge=1)
+    contention_retry_after_sec: int = Field(default=1, ge=1)
+    store_unavailable_retry_after_sec: int = Field(default=5, ge=1)
+
+    # Provider
+    broker_provider: Literal["simulated", "csp"] = "simulated"
+    broker_simulated_pool_size: int = Field(default=100, ge=0)
+    simulated_name_prefix: str = "lab-"
+    simulated_delete_latency_sec: float = Field(default=0.0, ge=0)
+    simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
+
+    @property
+    def is_dev(self) -> bool:
+        return self.broker_env == "dev"
+
+    @property
+    def track_tokens(self) -> tuple[str, ...]:
+        return _split(self.broker_api_token)
+
+    @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        return _split(self.broker_admin_token)
+
+    @property
+    def lab_duration_seconds(self) -> int:
+        return int(self.lab_duration_hours * 3600)
+
+    @property
+    def grace_seconds(self) -> int:
+        return self.grace_period_minutes * 60
+
+    @model_validator(mode="after")
+    def _refuse_weak_production_config(self) -> Settings:
+        if not self.api_base_path.startswith("/") or self.api_base_path.endswith("/"):
+            raise ValueError("API_BASE_PATH must start with '/' and not end with '/' (e.g. /v1)")
+        if self.lab_duration_hours > self.max_lab_duration_hours:
+            raise ValueError("LAB_DURATION_HOURS must not exceed MAX_LAB_DURATION_HOURS")
+        if self.is_dev:
+            return self
+        track, admin = self.track_tokens, self.admin_tokens
+        if not track or not admin:
+            raise ValueError(
+                "BROKER_API_TOKEN and BROKER_ADMIN_TOKEN must be set outside dev mode "
+                "(or set BROKER_ENV=dev to run locally with generated tokens)"
+            )
+        if any(len(token) < MIN_TOKEN_LENGTH for token in track + admin):
+            raise ValueError(f"every token must be at least {MIN_TOKEN_LENGTH} characters long")
+        if set(track) & set(admin):
+            raise ValueError("the track and admin tokens must differ")
+        return self
+
+
+def generate_dev_tokens() -> tuple[str, str]:
+    """Fresh random (track, admin) tokens for a dev run."""
+    return "track-" + secrets.token_urlsafe(24), "admin-" + secrets.token_urlsafe(24)

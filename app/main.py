@@ -1,0 +1,111 @@
+"""create_app(settings): wiring only — store, provider, services, routers, middleware."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, generate_latest
+from starlette.responses import Response
+
+from app import __doc__ as app_doc
+from app.allocation import AllocationPolicy, Allocator
+from app.api import RequestContextMiddleware, health, install_error_handlers, track
+from app.api.auth import TokenBook
+from app.config import Settings
+from app.domain import Clock, Sandbox
+from app.observability import Metrics, configure_logging
+from app.providers import Provider, create_provider
+from app.services import Services
+from app.store import SandboxStore, create_store
+
+__all__ = ["app_from_environment", "create_app"]
+
+
+def _policy(settings: Settings) -> AllocationPolicy:
+    return AllocationPolicy(
+        lab_duration_sec=settings.lab_duration_seconds,
+        k_candidates=settings.k_candidates,
+        claim_rounds=settings.claim_rounds,
+        exhausted_retry_after=settings.pool_exhausted_retry_after_sec,
+        contention_retry_after=settings.contention_retry_after_sec,
+    )
+
+
+async def _import_pool(services: Services) -> None:
+    """Add the provider's sandboxes the store does not know yet (a sync-in pass)."""
+    if services.settings.broker_provider != "simulated":
+        return
+    now = int(services.clock())
+    listed = await services.provider.list_sandboxes()
+    await services.store.add([
+        Sandbox(sandbox_id=p.sandbox_id, name=p.name, external_id=p.external_id,
+                sfdc_account_id=p.sfdc_account_id, created_at=now, updated_at=now)
+        for p in listed
+    ])
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: SandboxStore | None = None,
+    provider: Provider | None = None,
+    clock: Clock = time.time,
+) -> FastAPI:
+    """Build the service. Tests pass settings (and may pass a store or provider)."""
+    base = settings.api_base_path
+    store = store or create_store(settings)
+    provider = provider or create_provider(settings)
+    services = Services(
+        settings=settings,
+        store=store,
+        provider=provider,
+        allocator=Allocator(store, _policy(settings), clock),
+        clock=clock,
+    )
+    metrics = Metrics(CollectorRegistry())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            await _import_pool(services)
+            yield
+        finally:
+            await provider.close()
+            await store.close()
+
+    app = FastAPI(
+        title="sandbox-broker",
+        version="0.1.0",
+        description=app_doc,
+        docs_url=f"{base}/docs",
+        redoc_url=f"{base}/redoc",
+        openapi_url=f"{base}/openapi.json",
+        swagger_ui_oauth2_redirect_url=f"{base}/docs/oauth2-redirect",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.token_book = TokenBook(settings.track_tokens, settings.admin_tokens)
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(track.build_router(base))
+    app.include_router(health.router)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, allocate_path=f"{base}/allocate"
+    )
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory` workers: settings come from the environment."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

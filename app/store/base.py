@@ -1,0 +1,126 @@
+"""The storage contract every backend implements, and the small types it speaks.
+
+Every state change is a conditional write on the state the caller expects; a store
+never overwrites a row it did not check (DESIGN.md §2, invariant 3).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+from app.domain import Lease, Sandbox, Status
+
+__all__ = [
+    "ClaimOutcome",
+    "ClaimResult",
+    "Page",
+    "SandboxFilter",
+    "SandboxStore",
+    "Transition",
+]
+
+
+class ClaimOutcome(Enum):
+    CLAIMED = "claimed"  # one candidate is now leased to the owner
+    CONFLICT = "conflict"  # every candidate was taken by someone else first
+    OWNER_HAS_LEASE = "owner_has_lease"  # the owner already holds a live lease
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    sandbox: Sandbox | None = None
+    conflicts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A conditional state change: applied only if every condition still holds.
+
+    `owner` requires the current owner to match; `expires_at_max` requires
+    expires_at <= it (auto-expiry); `expected_expires_at` requires it to be
+    unchanged (optimistic update of a lease). `changes` are extra columns to set.
+    """
+
+    sandbox_id: str
+    expected: Status
+    new: Status
+    owner: str | None = None
+    expires_at_max: int | None = None
+    expected_expires_at: int | None = None
+    changes: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxFilter:
+    status: Status | None = None
+    name_prefix: str | None = None
+    track_name: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Sandbox]
+    next_cursor: str | None
+
+
+@runtime_checkable
+class SandboxStore(Protocol):
+    """Async storage of sandboxes, leases and job leases.
+
+    Errors: backends raise `StoreUnavailable` when the store cannot answer, and
+    `InvalidInput` for a cursor they did not issue; nothing else escapes.
+    """
+
+    async def open(self) -> None:
+        """Connect; embedded backends also create their schema."""
+
+    async def close(self) -> None: ...
+
+    async def init_schema(self) -> dict[str, Any]:
+        """Create tables/indexes idempotently; return the definition."""
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""
+
+    async def find_available(self, name_prefix: str | None, limit: int) -> list[Sandbox]:
+        """Up to `limit` available sandboxes whose name starts with the prefix."""
+
+    async def claim(self, candidates: Sequence[Sandbox], lease: Lease) -> ClaimResult:
+        """Lease the first candidate that is still available, in the given order.
+
+        The write is conditional on status='available' and on the owner holding
+        no live lease, atomically.
+        """
+
+    async def get(self, sandbox_id: str) -> Sandbox | None: ...
+
+    async def get_lease(self, owner: str) -> Sandbox | None:
+        """The sandbox the owner holds a live lease on, if any."""
+
+    async def transition(self, change: Transition, now: int) -> Sandbox | None:
+        """Apply the change if its conditions hold; the new row, else None."""
+
+    async def add(self, sandboxes: Sequence[Sandbox]) -> int:
+        """Insert sandboxes that do not exist yet; return how many were new."""
+
+    async def remove(self, sandbox_id: str, expected: Status) -> bool:
+        """Delete the row if it is still in `expected`; True if it was deleted."""
+
+    async def list(self, where: SandboxFilter, limit: int, cursor: str | None) -> Page:
+        """One page of sandboxes in a stable order, resumable from `cursor`."""
+
+    async def count_by_status(self) -> dict[Status, int]: ...
+
+    async def acquire_job_lease(self, job: str, holder: str, ttl_sec: float, now: float) -> bool:
+        """Take or renew the named job lease unless another holder's is unexpired."""
+
+    async def release_job_lease(self, job: str, holder: str) -> None: ...
+
+    async def integrity_violations(self) -> builtins.list[str]:
+        """Scan everything; describe every broken invariant (for `verify`)."""

@@ -1,0 +1,324 @@
+"""Embedded SQLite store: one file, one writer thread, durable on one machine.
+
+Every call runs as one synchronous unit on a dedicated thread, so a transaction
+never interleaves with another task's. Separate processes (--workers N) serialise
+through SQLite's own locking (BEGIN IMMEDIATE + busy timeout). The claim is a
+conditional UPDATE on status='available'; a partial unique index on the owner of
+allocated rows makes "one live lease per owner" a database constraint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import random
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.domain import Lease, Sandbox, Status, StoreUnavailable, check_transition
+from app.store.base import ClaimOutcome, ClaimResult, Page, SandboxFilter, Transition
+from app.store.cursor import CursorCodec
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sandboxes (
+        sandbox_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        external_id TEXT,
+        sfdc_account_id TEXT,
+        owner TEXT,
+        track_name TEXT,
+        allocated_at INTEGER,
+        expires_at INTEGER,
+        extensions INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        deletion_attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_error TEXT,
+        pick_key INTEGER NOT NULL DEFAULT (abs(random()) % 1000000007)
+    )""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS one_live_lease_per_owner
+        ON sandboxes(owner) WHERE status = 'allocated'""",
+    "CREATE INDEX IF NOT EXISTS by_status_name ON sandboxes(status, name)",
+    "CREATE INDEX IF NOT EXISTS by_status_pick ON sandboxes(status, pick_key)",
+    """CREATE TABLE IF NOT EXISTS job_leases (
+        job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL
+    )""",
+)
+
+_COLUMNS = tuple(Sandbox.__dataclass_fields__)
+_PICK_SPACE = 1_000_000_007  # pick_key: a random position, so callers spread over the pool
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM sandboxes"
+_WRITABLE = frozenset(_COLUMNS) - {"sandbox_id"}
+
+
+def _to_domain(row: Sequence[Any]) -> Sandbox:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["status"] = Status(values["status"])
+    return Sandbox(**values)
+
+
+def _to_row(sandbox: Sandbox) -> tuple[Any, ...]:
+    return tuple(
+        str(getattr(sandbox, c)) if c == "status" else getattr(sandbox, c) for c in _COLUMNS
+    )
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """[low, high) bounds of the names starting with `prefix` (index-friendly)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class SqliteStore:
+    """SandboxStore on a SQLite file (see module docstring)."""
+
+    def __init__(
+        self,
+        path: str,
+        cursors: CursorCodec,
+        busy_timeout_ms: int = 5000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._path = path
+        self._rng = rng or random.Random()
+        self._cursors = cursors
+        self._busy_timeout_ms = busy_timeout_ms
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None
+        self._schema_problem: str | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            assert self._conn is not None, "store is not open"
+            try:
+                return fn(self._conn)
+            except sqlite3.OperationalError as exc:
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                raise StoreUnavailable("the store did not answer", retry_after=1) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn = conn
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        await self.init_schema()
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def init_schema(self) -> dict[str, Any]:
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in _SCHEMA:
+                try:
+                    conn.execute(statement)
+                except sqlite3.IntegrityError:
+                    # Duplicate live owners already in the file: never claim on top of
+                    # that; `verify` reports it.
+                    self._schema_problem = "the one-live-lease-per-owner index cannot be built"
+
+        await self._run(create)
+        return {"backend": "sqlite", "path": self._path, "schema": list(_SCHEMA)}
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1 FROM sandboxes LIMIT 1").fetchall())
+
+    async def find_available(self, name_prefix: str | None, limit: int) -> list[Sandbox]:
+        """A window of `limit` available sandboxes starting at a random pick_key
+        (wrapping around), so concurrent callers mostly see different candidates."""
+        where, args = "status = 'available'", builtins.list[Any]()
+        if name_prefix:
+            where += " AND name >= ? AND name < ?"
+            args.extend(prefix_range(name_prefix))
+        pivot = self._rng.randrange(_PICK_SPACE)
+        upper = f"{_SELECT} WHERE {where} AND pick_key >= ? ORDER BY pick_key LIMIT ?"
+        lower = f"{_SELECT} WHERE {where} AND pick_key < ? ORDER BY pick_key LIMIT ?"
+
+        def window(conn: sqlite3.Connection) -> builtins.list[Any]:
+            rows = conn.execute(upper, [*args, pivot, limit]).fetchall()
+            if len(rows) < limit:
+                rows += conn.execute(lower, [*args, pivot, limit - len(rows)]).fetchall()
+            return rows
+
+        return [_to_domain(row) for row in await self._run(window)]
+
+    async def claim(self, candidates: Sequence[Sandbox], lease: Lease) -> ClaimResult:
+        if self._schema_problem:
+            raise StoreUnavailable("the store failed its integrity check; run `verify`")
+        sql = (
+            "UPDATE sandboxes SET status = 'allocated', owner = ?, track_name = ?,"
+            " allocated_at = ?, expires_at = ?, extensions = 0, updated_at = ?"
+            f" WHERE sandbox_id = ? AND status = 'available' RETURNING {', '.join(_COLUMNS)}"
+        )
+
+        def claim_first(conn: sqlite3.Connection) -> ClaimResult:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for conflicts, candidate in enumerate(candidates):
+                    args = (lease.owner, lease.track_name, lease.allocated_at,
+                            lease.expires_at, lease.allocated_at, candidate.sandbox_id)
+                    row = conn.execute(sql, args).fetchone()
+                    if row is not None:
+                        conn.execute("COMMIT")
+                        return ClaimResult(ClaimOutcome.CLAIMED, _to_domain(row), conflicts)
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                return ClaimResult(ClaimOutcome.OWNER_HAS_LEASE)
+            conn.execute("COMMIT")
+            return ClaimResult(ClaimOutcome.CONFLICT, None, len(candidates))
+
+        return await self._run(claim_first)
+
+    async def get(self, sandbox_id: str) -> Sandbox | None:
+        sql = f"{_SELECT} WHERE sandbox_id = ?"
+        row = await self._run(lambda conn: conn.execute(sql, (sandbox_id,)).fetchone())
+        return None if row is None else _to_domain(row)
+
+    async def get_lease(self, owner: str) -> Sandbox | None:
+        sql = f"{_SELECT} WHERE owner = ? AND status = 'allocated'"
+        row = await self._run(lambda conn: conn.execute(sql, (owner,)).fetchone())
+        return None if row is None else _to_domain(row)
+
+    async def transition(self, change: Transition, now: int) -> Sandbox | None:
+        if change.new is not change.expected:
+            check_transition(change.expected, change.new)
+        updates: dict[str, Any] = {**(change.changes or {}), "status": str(change.new),
+                                   "updated_at": now}
+        unknown = set(updates) - _WRITABLE
+        if unknown:
+            raise ValueError(f"not writable: {sorted(unknown)}")
+        conditions = ["sandbox_id = ?", "status = ?"]
+        args: builtins.list[Any] = [change.sandbox_id, str(change.expected)]
+        for column, value, op in (("owner", change.owner, "="),
+                                  ("expires_at", change.expires_at_max, "<="),
+                                  ("expires_at", change.expected_expires_at, "=")):
+            if value is not None:
+                conditions.append(f"{column} {op} ?")
+                args.append(value)
+        sql = (f"UPDATE sandboxes SET {', '.join(f'{c} = ?' for c in updates)}"
+               f" WHERE {' AND '.join(conditions)} RETURNING {', '.join(_COLUMNS)}")
+        params = [*updates.values(), *args]
+
+        def apply(conn: sqlite3.Connection) -> Sandbox | None:
+            try:
+                row = conn.execute(sql, params).fetchone()
+            except sqlite3.IntegrityError:
+                return None  # e.g. re-allocating for an owner who leased again meanwhile
+            return None if row is None else _to_domain(row)
+
+        return await self._run(apply)
+
+    async def add(self, sandboxes: Sequence[Sandbox]) -> int:
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        sql = f"INSERT OR IGNORE INTO sandboxes ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
+        rows = [_to_row(s) for s in sandboxes]
+
+        def insert(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            before = conn.total_changes
+            conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+            return conn.total_changes - before
+
+        return await self._run(insert)
+
+    async def remove(self, sandbox_id: str, expected: Status) -> bool:
+        sql = "DELETE FROM sandboxes WHERE sandbox_id = ? AND status = ?"
+        count = await self._run(
+            lambda conn: conn.execute(sql, (sandbox_id, str(expected))).rowcount
+        )
+        return bool(count)
+
+    async def list(self, where: SandboxFilter, limit: int, cursor: str | None) -> Page:
+        conditions: list[str] = []
+        args: list[Any] = []
+        for column, value in (("status", where.status and str(where.status)),
+                              ("track_name", where.track_name), ("owner", where.owner)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                args.append(value)
+        if where.name_prefix:
+            conditions.append("name >= ? AND name < ?")
+            args.extend(prefix_range(where.name_prefix))
+        if cursor is not None:
+            after = self._cursors.decode(cursor).get("after")
+            if not isinstance(after, str):
+                after = ""
+            conditions.append("sandbox_id > ?")
+            args.append(after)
+        sql = _SELECT + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+        sql += " ORDER BY sandbox_id LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._run(lambda conn: conn.execute(sql, args).fetchall())
+        items = [_to_domain(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = self._cursors.encode({"after": items[-1].sandbox_id}) if more else None
+        return Page(items, next_cursor)
+
+    async def count_by_status(self) -> dict[Status, int]:
+        sql = "SELECT status, COUNT(*) FROM sandboxes GROUP BY status"
+        rows = await self._run(lambda conn: conn.execute(sql).fetchall())
+        counts = dict.fromkeys(Status, 0)
+        counts.update({Status(status): count for status, count in rows})
+        return counts
+
+    async def acquire_job_lease(self, job: str, holder: str, ttl_sec: float, now: float) -> bool:
+        sql = (
+            "INSERT INTO job_leases (job, holder, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(job) DO UPDATE SET holder = excluded.holder,"
+            " expires_at = excluded.expires_at"
+            " WHERE job_leases.holder = excluded.holder OR job_leases.expires_at <= ?"
+        )
+        count = await self._run(
+            lambda conn: conn.execute(sql, (job, holder, now + ttl_sec, now)).rowcount
+        )
+        return bool(count)
+
+    async def release_job_lease(self, job: str, holder: str) -> None:
+        sql = "DELETE FROM job_leases WHERE job = ? AND holder = ?"
+        await self._run(lambda conn: conn.execute(sql, (job, holder)))
+
+    async def integrity_violations(self) -> builtins.list[str]:
+        def scan(conn: sqlite3.Connection) -> builtins.list[str]:
+            problems = [self._schema_problem] if self._schema_problem else []
+            problems += [
+                f"owner {owner!r} holds {count} live leases"
+                for owner, count in conn.execute(
+                    "SELECT owner, COUNT(*) FROM sandboxes WHERE status = 'allocated'"
+                    " AND owner IS NOT NULL GROUP BY owner HAVING COUNT(*) > 1"
+                )
+            ]
+            problems += [
+                f"sandbox {sid!r} is allocated without an owner or expiry"
+                for (sid,) in conn.execute(
+                    "SELECT sandbox_id FROM sandboxes WHERE status = 'allocated'"
+                    " AND (owner IS NULL OR expires_at IS NULL)"
+                )
+            ]
+            return problems
+
+        return await self._run(scan)
+
+

@@ -1,0 +1,104 @@
+"""The CLI and `serve` as an operator runs them: real processes, real HTTP, SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, TRACK_TOKEN
+from tests.support.processes import broker_env, run_cli, serve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return broker_env(
+        BROKER_ENV="production", BROKER_API_TOKEN=TRACK_TOKEN, BROKER_ADMIN_TOKEN=ADMIN_TOKEN,
+        BROKER_STORE="sqlite", BROKER_SQLITE_PATH=str(tmp_path / "data" / "broker.db"),
+        BROKER_PROVIDER="simulated", BROKER_SIMULATED_POOL_SIZE="0",
+    )
+
+
+def test_init_seed_verify(env: dict[str, str]) -> None:
+    init = run_cli("init-store", env=env)
+    assert init.returncode == 0, init.stderr
+    assert json.loads(init.stdout)["backend"] == "sqlite"
+    seed = run_cli("seed", "--count", "25", "--prefix", "cli-", env=env)
+    assert json.loads(seed.stdout) == {"requested": 25, "added": 25, "prefix": "cli-"}
+    again = run_cli("seed", "--count", "25", "--prefix", "cli-", env=env)
+    assert json.loads(again.stdout)["added"] == 0  # idempotent
+    verify = run_cli("verify", env=env)
+    assert verify.returncode == 0, verify.stdout
+    report = json.loads(verify.stdout)
+    assert report["ok"] is True and report["counts"]["available"] == 25
+
+
+def test_verify_fails_on_a_broken_lease(env: dict[str, str]) -> None:
+    assert run_cli("seed", "--count", "3", env=env).returncode == 0
+    with sqlite3.connect(env["BROKER_SQLITE_PATH"]) as db:  # corrupt it behind our back
+        db.execute("DROP INDEX one_live_lease_per_owner")
+        db.execute("UPDATE sandboxes SET status = 'allocated', owner = 'twice', expires_at = 1")
+        db.execute("UPDATE sandboxes SET owner = NULL WHERE name = 'lab-00003'")
+    verify = run_cli("verify", env=env)
+    assert verify.returncode == 1
+    violations = json.loads(verify.stdout)["violations"]
+    assert len(violations) == 3
+    assert "index cannot be built" in violations[0]
+    assert "'twice' holds 2 live leases" in violations[1]
+    assert "seed-lab-00003" in violations[2]
+
+
+def test_production_refuses_to_start_without_tokens(env: dict[str, str]) -> None:
+    del env["BROKER_API_TOKEN"]
+    result = run_cli("serve", "--port", "1", env=env, timeout=30)
+    assert result.returncode != 0
+    assert "BROKER_API_TOKEN and BROKER_ADMIN_TOKEN must be set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dev_mode_generates_and_prints_tokens(env: dict[str, str], tmp_path: Path) -> None:
+    for key in ("BROKER_API_TOKEN", "BROKER_ADMIN_TOKEN"):
+        del env[key]
+    env.update(BROKER_ENV="dev", BROKER_SIMULATED_POOL_SIZE="5")
+    with serve(env, tmp_path) as server:
+        printed = server.output()
+        token = re.search(r"track token: (\S+)", printed)
+        assert token and "/v1/docs" in printed
+        r = httpx.post(f"{server.url}/v1/allocate", headers={
+            "Authorization": f"Bearer {token.group(1)}", "X-Instruqt-Sandbox-ID": "dev-user"})
+        assert r.status_code == 201 and r.json()["name"].startswith("lab-")
+        assert r.headers["X-Request-ID"]
+
+
+async def _allocate_all(url: str, owners: list[str]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        return await asyncio.gather(*(
+            client.post("/v1/allocate", headers={"Authorization": f"Bearer {TRACK_TOKEN}",
+                                                 "X-Instruqt-Sandbox-ID": owner})
+            for owner in owners
+        ))
+
+
+@pytest.mark.slow
+async def test_two_workers_over_http_never_double_allocate(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert run_cli("seed", "--count", "100", env=env).returncode == 0
+    with serve(env, tmp_path, workers=2) as server:
+        responses = await _allocate_all(server.url, [f"s-{i}" for i in range(300)])
+        statuses = Counter(r.status_code for r in responses)
+        assert statuses == {201: 100, 409: 200}, (statuses, server.output()[-2000:])
+        assert len({r.json()["sandbox_id"] for r in responses if r.status_code == 201}) == 100
+        replays = await _allocate_all(server.url, ["s-0"] * 20)
+        assert {r.status_code for r in replays} <= {200, 409}
+    verify = run_cli("verify", env=env)
+    assert verify.returncode == 0, verify.stdout

@@ -1,0 +1,70 @@
+"""Settings refusals, token roles and cursor tamper-evidence."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.api.auth import Role, TokenBook, token_id
+from app.config import Settings
+from app.domain import InvalidInput
+from app.store.cursor import CursorCodec
+
+pytestmark = pytest.mark.unit
+
+GOOD_T, GOOD_A = "t" * 32, "a" * 32
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param({}, "must be set outside dev mode", id="no-tokens"),
+        pytest.param({"broker_api_token": "short", "broker_admin_token": GOOD_A},
+                     "at least 32", id="short-token"),
+        pytest.param({"broker_api_token": GOOD_T, "broker_admin_token": GOOD_T},
+                     "must differ", id="same-token"),
+        pytest.param({"broker_api_token": f"{GOOD_T},{GOOD_A}", "broker_admin_token": GOOD_A},
+                     "must differ", id="overlap-in-rotation-list"),
+        pytest.param({"broker_api_token": GOOD_T, "broker_admin_token": GOOD_A,
+                      "api_base_path": "v1/"}, "API_BASE_PATH", id="bad-base-path"),
+    ],
+)
+def test_production_refuses_weak_config(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(broker_env="production", **overrides)
+
+
+def test_dev_mode_allows_missing_tokens_and_lists_split_on_commas() -> None:
+    assert Settings(broker_env="dev").track_tokens == ()
+    s = Settings(broker_api_token=f" {GOOD_T} , {'u' * 32}", broker_admin_token=GOOD_A)
+    assert s.track_tokens == (GOOD_T, "u" * 32)
+    assert GOOD_T not in repr(s)
+
+
+def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROKER_ENV", "dev")
+    monkeypatch.setenv("K_CANDIDATES", "7")
+    monkeypatch.setenv("API_BASE_PATH", "/api")
+    s = Settings()
+    assert (s.k_candidates, s.api_base_path, s.is_dev) == (7, "/api", True)
+
+
+def test_token_book_roles() -> None:
+    book = TokenBook(track=[GOOD_T, "r" * 32], admin=[GOOD_A])
+    assert book.role_of(GOOD_T) is Role.TRACK
+    assert book.role_of("r" * 32) is Role.TRACK
+    assert book.role_of(GOOD_A) is Role.ADMIN
+    assert book.role_of("nope") is None
+    assert GOOD_T not in token_id(GOOD_T) and len(token_id(GOOD_T)) == 12
+
+
+def test_cursor_round_trip_and_tampering() -> None:
+    codec = CursorCodec(b"k1")
+    cursor = codec.encode({"after": "sbx-9"})
+    assert codec.decode(cursor) == {"after": "sbx-9"}
+    with pytest.raises(InvalidInput):
+        CursorCodec(b"other").decode(cursor)
+    flipped = cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1]
+    for bad in (flipped, "!!!", "", cursor[:10]):
+        with pytest.raises(InvalidInput):
+            codec.decode(bad)
