@@ -65,6 +65,36 @@ class Settings(BaseSettings):
     simulated_name_prefix: str = "lab-"
     simulated_delete_latency_sec: float = Field(default=0.0, ge=0)
     simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    csp_base_url: str = ""
+    csp_api_token: SecretStr = SecretStr("")
+    csp_connect_timeout_sec: float = Field(default=3.0, gt=0)
+    csp_read_timeout_sec: float = Field(default=10.0, gt=0)
+    csp_breaker_failures: int = Field(default=5, ge=1)
+    csp_breaker_reset_sec: float = Field(default=30.0, gt=0)
+
+    # Background jobs: each runs in one replica at a time, under a lease in the store.
+    sync_enabled: bool = True
+    sync_interval_sec: float = Field(default=600, gt=0)
+    sync_max_stale_fraction: float = Field(default=0.5, ge=0, le=1)
+    cleanup_enabled: bool = True
+    cleanup_interval_sec: float = Field(default=300, gt=0)
+    cleanup_batch_size: int = Field(default=200, ge=1)
+    cleanup_concurrency: int = Field(default=8, ge=1, le=256)
+    cleanup_rate_per_sec: float = Field(default=20, gt=0)
+    deleting_claim_timeout_sec: int = Field(default=300, ge=1)
+    deletion_retry_max_attempts: int = Field(default=8, ge=1)
+    deletion_backoff_base_sec: float = Field(default=30, gt=0)
+    deletion_backoff_max_sec: float = Field(default=3600, gt=0)
+    auto_expiry_enabled: bool = True
+    auto_expiry_interval_sec: float = Field(default=300, gt=0)
+    stale_deletion_enabled: bool = True
+    stale_deletion_interval_sec: float = Field(default=86400, gt=0)
+    stale_grace_hours: float = Field(default=24, ge=0)
+    job_lease_ttl_sec: float = Field(default=60, gt=0)
+    job_jitter_fraction: float = Field(default=0.1, ge=0, le=1)
+
+    # --- hardening: rate limits, CORS, proxies (owned by the hardening work) ---
+    # --- end hardening ---
 
     @property
     def is_dev(self) -> bool:
@@ -90,6 +120,10 @@ class Settings(BaseSettings):
     def _refuse_weak_production_config(self) -> Settings:
         if not self.api_base_path.startswith("/") or self.api_base_path.endswith("/"):
             raise ValueError("API_BASE_PATH must start with '/' and not end with '/' (e.g. /v1)")
+        if self.broker_provider == "csp" and not (
+            self.csp_base_url and self.csp_api_token.get_secret_value()
+        ):
+            raise ValueError("BROKER_PROVIDER=csp needs CSP_BASE_URL and CSP_API_TOKEN")
         if self.lab_duration_hours > self.max_lab_duration_hours:
             raise ValueError("LAB_DURATION_HOURS must not exceed MAX_LAB_DURATION_HOURS")
         if self.is_dev:

@@ -28,6 +28,7 @@ __all__ = [
     "SandboxNotFound",
     "Status",
     "StoreUnavailable",
+    "SyncRefused",
     "check_transition",
     "is_expired",
 ]
@@ -154,3 +155,9 @@ class JobRunning(DomainError):
 
 class ExtensionLimit(DomainError):
     code = "EXTENSION_LIMIT"
+
+
+class SyncRefused(DomainError):
+    """The provider's answer would stale too much of the pool: treated as an outage."""
+
+    code = "SYNC_REFUSED"

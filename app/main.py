@@ -11,11 +11,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from starlette.responses import Response
 
 from app import __doc__ as app_doc
+from app.admin import AdminService
 from app.allocation import AllocationPolicy, Allocator
-from app.api import RequestContextMiddleware, health, install_error_handlers, track
+from app.api import RequestContextMiddleware, admin, health, install_error_handlers, track
 from app.api.auth import TokenBook
 from app.config import Settings
-from app.domain import Clock, Sandbox
+from app.domain import Clock
+from app.jobs import build_runner
 from app.observability import Metrics, configure_logging
 from app.providers import Provider, create_provider
 from app.services import Services
@@ -32,19 +34,6 @@ def _policy(settings: Settings) -> AllocationPolicy:
         exhausted_retry_after=settings.pool_exhausted_retry_after_sec,
         contention_retry_after=settings.contention_retry_after_sec,
     )
-
-
-async def _import_pool(services: Services) -> None:
-    """Add the provider's sandboxes the store does not know yet (a sync-in pass)."""
-    if services.settings.broker_provider != "simulated":
-        return
-    now = int(services.clock())
-    listed = await services.provider.list_sandboxes()
-    await services.store.add([
-        Sandbox(sandbox_id=p.sandbox_id, name=p.name, external_id=p.external_id,
-                sfdc_account_id=p.sfdc_account_id, created_at=now, updated_at=now)
-        for p in listed
-    ])
 
 
 def create_app(
@@ -66,14 +55,16 @@ def create_app(
         clock=clock,
     )
     metrics = Metrics(CollectorRegistry())
+    runner = build_runner(settings, store, provider, clock)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        runner.start()
         try:
-            await _import_pool(services)
             yield
         finally:
+            await runner.stop()
             await provider.close()
             await store.close()
 
@@ -90,8 +81,10 @@ def create_app(
     app.state.services = services
     app.state.token_book = TokenBook(settings.track_tokens, settings.admin_tokens)
     app.state.metrics = metrics
+    app.state.admin = AdminService(store, runner, clock)
     install_error_handlers(app)
     app.include_router(track.build_router(base))
+    app.include_router(admin.build_router(base))
     app.include_router(health.router)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")

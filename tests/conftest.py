@@ -18,6 +18,8 @@ from app.main import create_app
 from app.services import Services
 from app.store import SandboxStore
 
+pytest_plugins = ["tests.fakes.csp_fixture"]
+
 TRACK_TOKEN = "track-token-for-tests-0123456789abcdef"
 ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
 TRACK = {"Authorization": f"Bearer {TRACK_TOKEN}"}
@@ -51,6 +53,11 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "broker_sqlite_path": str(tmp_path / "broker.db"),
             "broker_provider": "simulated",
             "broker_simulated_pool_size": 0,
+            # Jobs run only where a test asks for them (or triggers them via admin).
+            "sync_enabled": False,
+            "cleanup_enabled": False,
+            "auto_expiry_enabled": False,
+            "stale_deletion_enabled": False,
         }
         values.update(overrides)
         return Settings(**values)

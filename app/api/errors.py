@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from app import domain
 from app.domain import DomainError
+from app.providers.base import ProviderUnavailable
 
 __all__ = ["ApiError", "error_response", "install_error_handlers", "request_id_var"]
 
@@ -30,8 +31,10 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     domain.InvalidTransition: 409,
     domain.JobRunning: 409,
     domain.ExtensionLimit: 409,
+    domain.SyncRefused: 409,
     domain.Contention: 503,
     domain.StoreUnavailable: 503,
+    ProviderUnavailable: 503,
 }
 
 _CODE_BY_STATUS = {

@@ -10,9 +10,13 @@ from app.domain import Sandbox, Status
 
 __all__ = [
     "ERROR_RESPONSES",
+    "AdminSandboxOut",
     "ErrorBody",
     "ErrorEnvelope",
+    "JobResult",
     "SandboxOut",
+    "SandboxPage",
+    "admin_sandbox_body",
     "error_docs",
     "sandbox_body",
 ]
@@ -74,4 +78,42 @@ def error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": ErrorEnvelope, "description": ERROR_RESPONSES[status]}
         for status in statuses
+    }
+
+
+class AdminSandboxOut(SandboxOut):
+    """The admin view adds who holds it and the deletion bookkeeping."""
+
+    owner: str | None
+    extensions: int
+    created_at: int
+    updated_at: int
+    deletion_attempts: int
+    next_attempt_at: int | None
+    last_error: str | None
+
+
+class SandboxPage(BaseModel):
+    sandboxes: list[AdminSandboxOut]
+    count: int
+    next_cursor: str | None
+
+
+class JobResult(BaseModel):
+    """What one admin-triggered pass did (counts by kind)."""
+
+    job: str
+    summary: dict[str, int]
+
+
+def admin_sandbox_body(sandbox: Sandbox) -> dict[str, Any]:
+    return {
+        **sandbox_body(sandbox),
+        "owner": sandbox.owner,
+        "extensions": sandbox.extensions,
+        "created_at": sandbox.created_at,
+        "updated_at": sandbox.updated_at,
+        "deletion_attempts": sandbox.deletion_attempts,
+        "next_attempt_at": sandbox.next_attempt_at,
+        "last_error": sandbox.last_error,
     }

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
-from app.domain import Sandbox
+from app.domain import DomainError, Sandbox
 
 __all__ = [
     "DeleteOutcome",
@@ -40,10 +40,13 @@ class DeleteResult:
     outcome: DeleteOutcome
     retry_after: float | None = None
     reason: str | None = None
+    attempted: bool = True  # False when no request reached the provider (open breaker)
 
 
-class ProviderUnavailable(Exception):
+class ProviderUnavailable(DomainError):
     """The provider could not give a complete answer (outage, timeout, open breaker)."""
+
+    code = "PROVIDER_UNAVAILABLE"
 
 
 @runtime_checkable

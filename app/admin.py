@@ -1,0 +1,72 @@
+"""Admin verbs over the pool: listing, stats, bulk operations and job triggers.
+
+Bulk operations only ever move rows into pending_deletion with conditional writes,
+so deletion always goes through the cleanup pipeline and its provider call: an admin
+action never orphans a CSP account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.domain import Clock, InvalidInput, Status
+from app.jobs import JobRunner, JobSummary, StaleDeletionJob
+from app.jobs.base import rows_in
+from app.store.base import Page, SandboxFilter, SandboxStore, Transition
+
+__all__ = ["BULK_DELETABLE", "AdminService"]
+
+BULK_DELETABLE = frozenset(
+    {Status.AVAILABLE, Status.STALE, Status.ALLOCATED, Status.DELETION_FAILED}
+)
+
+
+@dataclass
+class AdminService:
+    store: SandboxStore
+    runner: JobRunner
+    clock: Clock
+
+    async def list_sandboxes(self, where: SandboxFilter, limit: int, cursor: str | None) -> Page:
+        return await self.store.list(where, limit, cursor)
+
+    async def stats(self) -> dict[str, Any]:
+        """Flat counts by status, the total, and the oldest pending deletion's age."""
+        counts = await self.store.count_by_status()
+        stats: dict[str, Any] = {str(status): n for status, n in counts.items()}
+        stats["total"] = sum(counts.values())
+        oldest = await self.store.list(SandboxFilter(status=Status.PENDING_DELETION), 100, None)
+        ages = [int(self.clock()) - s.updated_at for s in oldest.items]
+        stats["oldest_pending_deletion_age_sec"] = max(ages) if ages else None
+        return stats
+
+    async def run_job(self, name: str, *, force: bool = False) -> JobSummary:
+        return await self.runner.trigger(name, force=force)
+
+    async def delete_stale_older_than(self, grace_hours: float) -> JobSummary:
+        job = StaleDeletionJob(self.store, int(grace_hours * 3600))
+        return await self.runner.run_exclusive("stale_deletion", job.run_once)
+
+    async def bulk_delete(self, status: Status, *, force: bool) -> JobSummary:
+        """Mark every sandbox in `status` for deletion (allocated needs force)."""
+        if status not in BULK_DELETABLE:
+            raise InvalidInput(f"bulk delete does not apply to status {status}")
+        if status is Status.ALLOCATED and not force:
+            raise InvalidInput("deleting allocated sandboxes ends live leases: pass force=true")
+
+        async def mark(now: int) -> JobSummary:
+            marked = 0
+            async for page in rows_in(self.store, status):
+                for row in page:
+                    change = Transition(row.sandbox_id, status, Status.PENDING_DELETION,
+                                        changes={"next_attempt_at": None,
+                                                 "deletion_attempts": 0})
+                    marked += await self.store.transition(change, now) is not None
+            return {"marked": marked}
+
+        return await self.runner.run_exclusive("bulk_delete", mark)
+
+    async def retry_failed(self) -> JobSummary:
+        """deletion_failed → pending_deletion with a fresh attempt budget."""
+        return await self.bulk_delete(Status.DELETION_FAILED, force=False)

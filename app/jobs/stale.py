@@ -1,0 +1,31 @@
+"""Stale deletion: drop records of sandboxes the provider has not listed for a while."""
+
+from __future__ import annotations
+
+from app.domain import Status
+from app.jobs.base import JobSummary, rows_in
+from app.store.base import SandboxStore
+
+__all__ = ["StaleDeletionJob"]
+
+
+class StaleDeletionJob:
+    """Removes stale rows whose last change is older than the grace (conditional on
+    still being stale, so a sandbox revived by sync meanwhile stays)."""
+
+    name = "stale_deletion"
+
+    def __init__(self, store: SandboxStore, grace_seconds: int) -> None:
+        self._store = store
+        self.grace_seconds = grace_seconds
+
+    async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
+        return await self.remove_older_than(now, self.grace_seconds)
+
+    async def remove_older_than(self, now: int, grace_seconds: int) -> JobSummary:
+        removed = 0
+        async for page in rows_in(self._store, Status.STALE):
+            for row in page:
+                if row.updated_at + grace_seconds <= now:
+                    removed += await self._store.remove(row.sandbox_id, Status.STALE)
+        return {"removed": removed}

@@ -1,0 +1,62 @@
+"""Sync: make the store's pool match what the provider reports, without ever touching
+a leased or releasing sandbox, and without mass-staling on a bad answer."""
+
+from __future__ import annotations
+
+import logging
+
+from app.domain import Clock, Sandbox, Status, SyncRefused
+from app.jobs.base import JobSummary, rows_in
+from app.providers.base import Provider, ProviderSandbox
+from app.store.base import SandboxStore, Transition
+
+__all__ = ["SyncJob"]
+
+log = logging.getLogger("broker.jobs.sync")
+
+
+def _new_row(listed: ProviderSandbox, now: int) -> Sandbox:
+    return Sandbox(
+        sandbox_id=listed.sandbox_id, name=listed.name, external_id=listed.external_id,
+        sfdc_account_id=listed.sfdc_account_id, created_at=listed.created_at or now,
+        updated_at=now,
+    )
+
+
+class SyncJob:
+    """new at provider → available; available but missing → stale; stale but back →
+    available. Every write is conditional on the status this pass read."""
+
+    name = "sync"
+
+    def __init__(
+        self, store: SandboxStore, provider: Provider, max_stale_fraction: float, clock: Clock
+    ) -> None:
+        self._store = store
+        self._provider = provider
+        self._max_stale_fraction = max_stale_fraction
+        self._clock = clock
+
+    async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
+        listed = {p.sandbox_id: p for p in await self._provider.list_sandboxes()}
+        available = [s async for page in rows_in(self._store, Status.AVAILABLE) for s in page]
+        stale = [s async for page in rows_in(self._store, Status.STALE) for s in page]
+        missing = [s for s in available if s.sandbox_id not in listed]
+        pool = sum((await self._store.count_by_status()).values())
+        if missing and not force and len(missing) > self._max_stale_fraction * pool:
+            log.warning("sync refused", extra={"fields": {
+                "would_stale": len(missing), "pool": pool, "listed": len(listed)}})
+            raise SyncRefused(
+                f"the provider's answer would stale {len(missing)} of {pool} sandboxes"
+            )
+        added = await self._store.add([_new_row(p, now) for p in listed.values()])
+        staled = 0
+        for sandbox in missing:
+            change = Transition(sandbox.sandbox_id, Status.AVAILABLE, Status.STALE)
+            staled += await self._store.transition(change, now) is not None
+        revived = 0
+        for sandbox in stale:
+            if sandbox.sandbox_id in listed:
+                change = Transition(sandbox.sandbox_id, Status.STALE, Status.AVAILABLE)
+                revived += await self._store.transition(change, now) is not None
+        return {"listed": len(listed), "synced": added, "staled": staled, "revived": revived}

@@ -1,0 +1,135 @@
+"""The job runner's leases: two replicas (two stores on one SQLite file) run each
+scheduled pass once, a dead replica's lease expires, shutdown is prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.domain import JobRunning
+from app.jobs import JobRunner, JobSummary, ScheduledJob
+from app.store.cursor import CursorCodec
+from app.store.sqlite import SqliteStore
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.integration
+
+
+class CountingJob:
+    """A job that records each pass and can be held open by a test."""
+
+    name = "count"
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
+        self.passes += 1
+        await self.release.wait()
+        return {"passes": self.passes}
+
+
+@pytest.fixture
+async def two_stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
+    stores = (SqliteStore(str(tmp_path / "j.db"), CursorCodec(b"k")),
+              SqliteStore(str(tmp_path / "j.db"), CursorCodec(b"k")))
+    for store in stores:
+        await store.open()
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+def replica(store: SqliteStore, job: CountingJob, clock: FakeClock, name: str) -> JobRunner:
+    return JobRunner(store, [ScheduledJob(job, interval_sec=60)], clock=clock,
+                     lease_ttl_sec=30, holder=name)
+
+
+async def test_two_replicas_run_each_scheduled_pass_once(
+    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+) -> None:
+    job = CountingJob()
+    a, b = (replica(s, job, clock, n) for s, n in zip(two_stores, "ab", strict=True))
+    for _ in range(5):
+        results = await asyncio.gather(a.run_scheduled("count"), b.run_scheduled("count"))
+        assert sum(r is not None for r in results) == 1
+        # Later in the same slot, neither replica runs it again.
+        assert await a.run_scheduled("count") is None
+        assert await b.run_scheduled("count") is None
+        clock.advance(60)
+    assert job.passes == 5
+
+
+async def test_running_pass_blocks_admin_trigger_everywhere(
+    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+) -> None:
+    job = CountingJob()
+    a, b = (replica(s, job, clock, n) for s, n in zip(two_stores, "ab", strict=True))
+    job.release.clear()
+    running = asyncio.create_task(a.trigger("count"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(JobRunning):
+        await b.trigger("count")
+    job.release.set()
+    assert (await running) == {"passes": 1}
+    assert (await b.trigger("count")) == {"passes": 2}  # free again once done
+    assert a.records["count"].outcome == "ok" and b.records["count"].summary == {"passes": 2}
+
+
+async def test_dead_replicas_lease_expires_and_another_takes_over(
+    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+) -> None:
+    job = CountingJob()
+    dead_store, live_store = two_stores
+    # The dead replica took the run lease and never came back.
+    assert await dead_store.acquire_job_lease("run:count", "dead", 30, clock.now)
+    live = replica(live_store, job, clock, "live")
+    with pytest.raises(JobRunning):
+        await live.trigger("count")
+    clock.advance(31)
+    assert await live.trigger("count") == {"passes": 1}
+
+
+async def test_loops_start_run_and_stop_promptly(
+    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+) -> None:
+    job = CountingJob()
+    runner = JobRunner(two_stores[0], [ScheduledJob(job, interval_sec=3600)], clock=clock)
+    runner.start()
+    for _ in range(100):
+        if job.passes:
+            break
+        await asyncio.sleep(0.01)
+    assert job.passes == 1  # the first pass runs at start-up
+    started = time.perf_counter()
+    await runner.stop()  # mid-sleep of an hour-long interval
+    assert time.perf_counter() - started < 1.0
+
+
+async def test_failing_pass_is_recorded_and_loop_survives(
+    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+) -> None:
+    class Failing(CountingJob):
+        async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
+            self.passes += 1
+            raise RuntimeError("boom")
+
+    job = Failing()
+    seen: list[tuple[str, str]] = []
+    runner = JobRunner(two_stores[0], [ScheduledJob(job, interval_sec=0.01)], clock=clock,
+                       observer=lambda name, outcome, _s, _c: seen.append((name, outcome)))
+    runner.start()
+    for _ in range(200):
+        clock.advance(1)
+        if job.passes >= 3:
+            break
+        await asyncio.sleep(0.01)
+    await runner.stop()
+    assert job.passes >= 3 and runner.records["count"].outcome == "error"
+    assert ("count", "error") in seen

@@ -1,0 +1,226 @@
+"""Background jobs against the fake CSP on 127.0.0.1 and a real SQLite file, driven
+through the admin API with a fake clock (DESIGN.md §2 invariants 3, 5, 6)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.domain import Status
+from app.main import create_app
+from app.store import SandboxStore, Transition
+from tests.conftest import ADMIN, FakeClock, owner_headers, started
+from tests.fakes.csp_server import DELETE_ROUTE, FakeCsp
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def csp_settings(make_settings: Callable[..., Settings], fake_csp: FakeCsp) -> Settings:
+    return make_settings(
+        broker_provider="csp", csp_base_url=fake_csp.base_url, csp_api_token=fake_csp.token,
+        csp_read_timeout_sec=1.0, csp_breaker_failures=3, csp_breaker_reset_sec=0.05,
+        deletion_backoff_base_sec=30, deletion_retry_max_attempts=4, cleanup_rate_per_sec=1000,
+    )
+
+
+@pytest.fixture
+def csp_app(csp_settings: Settings, clock: FakeClock) -> FastAPI:
+    return create_app(csp_settings, clock=clock)
+
+
+@pytest.fixture
+async def admin_client(csp_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in started(csp_app):
+        yield client
+
+
+@pytest.fixture
+def app_store(csp_app: FastAPI, admin_client: httpx.AsyncClient) -> SandboxStore:
+    store: SandboxStore = csp_app.state.services.store
+    return store
+
+
+async def admin_post(client: httpx.AsyncClient, path: str, **params: Any) -> dict[str, Any]:
+    response = await client.post(f"/v1/admin/{path}", headers=ADMIN, params=params)
+    assert response.status_code == 200, response.text
+    summary: dict[str, Any] = response.json()["summary"]
+    return summary
+
+
+async def stats(client: httpx.AsyncClient) -> dict[str, Any]:
+    result: dict[str, Any] = (await client.get("/v1/admin/stats", headers=ADMIN)).json()
+    return result
+
+
+async def test_sync_adds_stales_and_revives_but_never_touches_leases(
+    admin_client: httpx.AsyncClient, fake_csp: FakeCsp
+) -> None:
+    accounts = [fake_csp.add_account(f"lab-{i:02d}") for i in range(6)]
+    assert (await admin_post(admin_client, "sync"))["synced"] == 6
+    lease = (await admin_client.post("/v1/allocate", headers=owner_headers("s1"))).json()
+    leased_uuid = lease["external_id"].rsplit("/", 1)[-1]
+    gone = next(a for a in accounts if a["id"] != lease["external_id"])
+    fake_csp.remove_account(gone["id"].rsplit("/", 1)[-1])
+    fake_csp.remove_account(leased_uuid)  # the leased one vanishes at the CSP too
+    summary = await admin_post(admin_client, "sync")
+    assert summary == {"listed": 4, "synced": 0, "staled": 1, "revived": 0}
+    counts = await stats(admin_client)
+    assert (counts["available"], counts["allocated"], counts["stale"]) == (4, 1, 1)
+    fake_csp.add_row(gone)
+    assert (await admin_post(admin_client, "sync"))["revived"] == 1
+    assert (await stats(admin_client))["stale"] == 0
+
+
+async def test_empty_answer_stales_nothing_unless_forced(
+    admin_client: httpx.AsyncClient, fake_csp: FakeCsp
+) -> None:
+    for i in range(10):
+        fake_csp.add_account(f"lab-{i:02d}")
+    await admin_post(admin_client, "sync")
+    fake_csp.empty_list = True
+    refused = await admin_client.post("/v1/admin/sync", headers=ADMIN)
+    assert refused.status_code == 409 and refused.json()["detail"]["code"] == "SYNC_REFUSED"
+    assert (await stats(admin_client))["available"] == 10
+    assert (await admin_post(admin_client, "sync", force="true"))["staled"] == 10
+
+
+async def test_provider_outage_on_sync_is_503_not_500(
+    admin_client: httpx.AsyncClient, fake_csp: FakeCsp
+) -> None:
+    fake_csp.fail_next(1, status=502)
+    r = await admin_client.post("/v1/admin/sync", headers=ADMIN)
+    assert r.status_code == 503 and r.json()["detail"]["code"] == "PROVIDER_UNAVAILABLE"
+    assert fake_csp.token not in r.text
+
+
+async def test_expiry_then_cleanup_deletes_at_the_provider(
+    admin_client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
+) -> None:
+    fake_csp.add_account("lab-01")
+    await admin_post(admin_client, "sync")
+    lease = (await admin_client.post(
+        "/v1/allocate", headers=owner_headers("s1", **{"X-Lab-Duration-Hours": "1"}))).json()
+    clock.advance(3600 + 14 * 60)  # inside the 15-minute grace
+    assert (await admin_post(admin_client, "auto-expire"))["expired"] == 0
+    clock.advance(60)
+    assert (await admin_post(admin_client, "auto-expire"))["expired"] == 1
+    summary = await admin_post(admin_client, "cleanup")
+    assert summary["deleted"] == 1 and fake_csp.count(DELETE_ROUTE) == 1
+    gone = await admin_client.get(f"/v1/sandboxes/{lease['sandbox_id']}",
+                                  headers=owner_headers("s1"))
+    assert gone.status_code == 404
+
+
+async def _release_all(client: httpx.AsyncClient, fake: FakeCsp, count: int) -> None:
+    for i in range(count):
+        fake.add_account(f"lab-{i:02d}")
+    await admin_post(client, "sync")
+    for i in range(count):
+        lease = (await client.post("/v1/allocate", headers=owner_headers(f"o{i}"))).json()
+        r = await client.post(f"/v1/sandboxes/{lease['sandbox_id']}/mark-for-deletion",
+                              headers=owner_headers(f"o{i}"))
+        assert r.status_code == 200
+
+
+async def test_csp_outage_ends_with_everything_deleted_and_nothing_failed(
+    make_settings: Callable[..., Settings], fake_csp: FakeCsp, clock: FakeClock
+) -> None:
+    settings = make_settings(
+        broker_provider="csp", csp_base_url=fake_csp.base_url, csp_api_token=fake_csp.token,
+        csp_breaker_failures=3, csp_breaker_reset_sec=0.02, cleanup_rate_per_sec=1000,
+    )  # the default attempt budget and backoff
+    async for client in started(create_app(settings, clock=clock)):
+        await _release_all(client, fake_csp, 8)
+        fake_csp.fail_next(10_000, status=503)
+        outage_ends = clock.now + 5 * 60
+        totals: dict[str, int] = {}
+        for _ in range(120):  # a cleanup pass every fake minute, for up to two hours
+            if clock.now >= outage_ends:
+                fake_csp.clear_faults()
+            for key, value in (await admin_post(client, "cleanup")).items():
+                totals[key] = totals.get(key, 0) + value
+            if (await stats(client))["total"] == 0:
+                break
+            clock.advance(60)
+            await asyncio.sleep(0.03)  # lets the breaker half-open
+        final = await stats(client)
+        assert final["total"] == 0 and final["deletion_failed"] == 0, (final, totals)
+        assert totals["deleted"] == 8 and totals["retried"] > 0
+        assert totals["not_attempted"] > 0  # the open breaker spared the attempt budget
+
+
+async def test_retries_exhausted_then_admin_retry_succeeds(
+    admin_client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
+) -> None:
+    await _release_all(admin_client, fake_csp, 1)
+    fake_csp.fail_next(4, status=500)
+    for _ in range(4):
+        await admin_post(admin_client, "cleanup")
+        clock.advance(7200)
+        await asyncio.sleep(0.06)
+    failed = await admin_client.get("/v1/admin/sandboxes", headers=ADMIN,
+                                    params={"status": "deletion_failed"})
+    row = failed.json()["sandboxes"][0]
+    assert row["deletion_attempts"] == 4 and row["last_error"]
+    assert (await admin_post(admin_client, "retry-failed"))["marked"] == 1
+    assert (await admin_post(admin_client, "cleanup"))["deleted"] == 1
+
+
+async def test_crash_mid_deletion_is_picked_up_later(
+    admin_client: httpx.AsyncClient, app_store: SandboxStore, fake_csp: FakeCsp,
+    clock: FakeClock,
+) -> None:
+    await _release_all(admin_client, fake_csp, 1)
+    row = (await app_store.list(_pending(), 10, None)).items[0]
+    # A pass claimed it and died before calling the provider.
+    now = int(clock.now)
+    claimed = await app_store.transition(
+        Transition(row.sandbox_id, Status.PENDING_DELETION, Status.DELETING,
+                   changes={"next_attempt_at": now + 300}), now)
+    assert claimed is not None
+    assert (await admin_post(admin_client, "cleanup"))["deleted"] == 0  # claim still valid
+    clock.advance(301)
+    summary = await admin_post(admin_client, "cleanup")
+    assert summary["reclaimed"] == 1 and summary["deleted"] == 1
+
+
+def _pending() -> Any:
+    from app.store import SandboxFilter
+
+    return SandboxFilter(status=Status.PENDING_DELETION)
+
+
+async def test_jobs_racing_allocations_never_revert_or_double_allocate(
+    admin_client: httpx.AsyncClient, app_store: SandboxStore, fake_csp: FakeCsp,
+    clock: FakeClock,
+) -> None:
+    for i in range(120):
+        fake_csp.add_account(f"lab-{i:03d}")
+    await admin_post(admin_client, "sync")
+    for row in list(fake_csp.rows)[::3]:  # a third vanish at the CSP: sync stales them
+        fake_csp.remove_account(row["id"].rsplit("/", 1)[-1])
+
+    async def jobs() -> None:
+        for _ in range(6):
+            for path in ("sync", "auto-expire", "cleanup"):
+                r = await admin_client.post(f"/v1/admin/{path}", headers=ADMIN,
+                                            params={"force": "true"} if path == "sync" else {})
+                assert r.status_code in (200, 409), r.text
+
+    allocations = [admin_client.post("/v1/allocate", headers=owner_headers(f"u{i}"))
+                   for i in range(150)]
+    results = await asyncio.gather(jobs(), *allocations)
+    answers = [r for r in results[1:] if r is not None]
+    winners = {r.json()["sandbox_id"]: r.json() for r in answers if r.status_code == 201}
+    assert len(winners) == sum(r.status_code == 201 for r in answers)
+    for sandbox_id in winners:
+        row = await app_store.get(sandbox_id)
+        assert row is not None and row.status is Status.ALLOCATED  # never reverted
+    assert await app_store.integrity_violations() == []
