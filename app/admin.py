@@ -13,6 +13,7 @@ from typing import Any
 from app.domain import Clock, InvalidInput, Status
 from app.jobs import JobRunner, JobSummary, StaleDeletionJob
 from app.jobs.base import rows_in
+from app.providers.base import Provider
 from app.store.base import Page, SandboxFilter, SandboxStore, Transition
 
 __all__ = ["BULK_DELETABLE", "AdminService"]
@@ -26,6 +27,7 @@ BULK_DELETABLE = frozenset(
 class AdminService:
     store: SandboxStore
     runner: JobRunner
+    provider: Provider
     clock: Clock
 
     async def list_sandboxes(self, where: SandboxFilter, limit: int, cursor: str | None) -> Page:
@@ -40,6 +42,15 @@ class AdminService:
         ages = [int(self.clock()) - s.updated_at for s in oldest.items]
         stats["oldest_pending_deletion_age_sec"] = max(ages) if ages else None
         return stats
+
+    def job_health(self) -> dict[str, Any]:
+        """The last pass of each job in this replica, and the provider's breaker state."""
+        jobs = [
+            {"job": r.job, "outcome": r.outcome, "started_at": r.started_at,
+             "duration_sec": r.duration_sec, "summary": r.summary, "error": r.error}
+            for r in self.runner.records.values()
+        ]
+        return {"jobs": jobs, "provider_breaker": self.provider.breaker_state()}
 
     async def run_job(self, name: str, *, force: bool = False) -> JobSummary:
         return await self.runner.trigger(name, force=force)

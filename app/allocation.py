@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from app.domain import (
     Clock,
     Contention,
+    ExtensionLimit,
     Lease,
+    LeaseNotActive,
     NotSandboxOwner,
     PoolExhausted,
     Sandbox,
@@ -32,6 +34,9 @@ _RELEASED = frozenset({Status.PENDING_DELETION, Status.DELETING, Status.DELETION
 @dataclass(frozen=True, slots=True)
 class AllocationPolicy:
     lab_duration_sec: int
+    max_extension_sec: int = 4 * 3600
+    max_lease_sec: int = 24 * 3600
+    max_extensions: int = 3
     k_candidates: int = 10
     claim_rounds: int = 3
     exhausted_retry_after: int = 30
@@ -126,6 +131,51 @@ class Allocator:
         if again.status in _RELEASED:
             return again
         raise NotSandboxOwner("this sandbox is not leased to you")
+
+    async def extend(self, sandbox_id: str, owner: str, seconds: int) -> Sandbox:
+        """Move the owner's expires_at forward within the policy's bounds.
+
+        The write is conditional on the expires_at read, so it either lands before an
+        auto-expiry or a concurrent extension, or is re-evaluated; an ended lease is
+        refused (LeaseNotActive), a bound exceeded is ExtensionLimit.
+        """
+        for _ in range(3):
+            lease = await self.get(sandbox_id, owner)
+            now = self._now()
+            if lease.status is not Status.ALLOCATED or lease.expires_at is None or (
+                now >= lease.expires_at
+            ):
+                raise LeaseNotActive("the lease has ended and can no longer be extended")
+            self._check_extension_bounds(lease, seconds)
+            change = Transition(
+                sandbox_id, Status.ALLOCATED, Status.ALLOCATED, owner=owner,
+                expected_expires_at=lease.expires_at,
+                changes={"expires_at": lease.expires_at + seconds,
+                         "extensions": lease.extensions + 1},
+            )
+            extended = await self._store.transition(change, now)
+            if extended is not None:
+                return extended
+        raise Contention("the lease changed while extending; retry",
+                         retry_after=self._policy.contention_retry_after)
+
+    def extensions_left(self, sandbox: Sandbox) -> int:
+        return max(0, self._policy.max_extensions - sandbox.extensions)
+
+    def _check_extension_bounds(self, lease: Sandbox, seconds: int) -> None:
+        policy = self._policy
+        if seconds > policy.max_extension_sec:
+            raise ExtensionLimit(
+                f"one extension may add at most {policy.max_extension_sec / 3600:g} h "
+                "(MAX_EXTENSION_HOURS)")
+        if lease.extensions >= policy.max_extensions:
+            raise ExtensionLimit(
+                f"the lease was already extended {policy.max_extensions} times (MAX_EXTENSIONS)")
+        assert lease.expires_at is not None and lease.allocated_at is not None
+        if lease.expires_at + seconds - lease.allocated_at > policy.max_lease_sec:
+            raise ExtensionLimit(
+                f"a lease may last at most {policy.max_lease_sec / 3600:g} h from allocation "
+                "(MAX_LEASE_HOURS)")
 
     async def _live_lease(self, owner: str) -> Sandbox | None:
         """The owner's lease if still within expires_at; an expired one is ended first."""

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidTransition",
     "JobRunning",
     "Lease",
+    "LeaseNotActive",
     "NotSandboxOwner",
     "PoolExhausted",
     "Sandbox",
@@ -155,6 +156,12 @@ class JobRunning(DomainError):
 
 class ExtensionLimit(DomainError):
     code = "EXTENSION_LIMIT"
+
+
+class LeaseNotActive(DomainError):
+    """The lease has ended (expired or released): it can no longer be extended."""
+
+    code = "LEASE_NOT_ACTIVE"
 
 
 class SyncRefused(DomainError):

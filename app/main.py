@@ -29,6 +29,9 @@ __all__ = ["app_from_environment", "create_app"]
 def _policy(settings: Settings) -> AllocationPolicy:
     return AllocationPolicy(
         lab_duration_sec=settings.lab_duration_seconds,
+        max_extension_sec=int(settings.max_extension_hours * 3600),
+        max_lease_sec=int(settings.max_lease_hours * 3600),
+        max_extensions=settings.max_extensions,
         k_candidates=settings.k_candidates,
         claim_rounds=settings.claim_rounds,
         exhausted_retry_after=settings.pool_exhausted_retry_after_sec,
@@ -81,7 +84,7 @@ def create_app(
     app.state.services = services
     app.state.token_book = TokenBook(settings.track_tokens, settings.admin_tokens)
     app.state.metrics = metrics
-    app.state.admin = AdminService(store, runner, clock)
+    app.state.admin = AdminService(store, runner, provider, clock)
     install_error_handlers(app)
     app.include_router(track.build_router(base))
     app.include_router(admin.build_router(base))

@@ -49,6 +49,11 @@ async def stats(admin: Admin, _: AdminAuth) -> dict[str, Any]:
     return await admin.stats()
 
 
+async def jobs(admin: Admin, _: AdminAuth) -> dict[str, Any]:
+    """Job health in this replica: each job's last pass, and the provider breaker state."""
+    return admin.job_health()
+
+
 async def sync(admin: Admin, _: AdminAuth, force: bool = False) -> JobResult:
     """Sync now; `force=true` overrides the guard against mass-staling."""
     return JobResult(job="sync", summary=await admin.run_job("sync", force=force))
@@ -88,6 +93,7 @@ def build_router(base: str) -> APIRouter:
     router.add_api_route("/sandboxes", list_sandboxes, methods=["GET"],
                          response_model=SandboxPage, responses=_ERRORS)
     router.add_api_route("/stats", stats, methods=["GET"], responses=_ERRORS)
+    router.add_api_route("/jobs", jobs, methods=["GET"], responses=_ERRORS)
     for path, endpoint in (("/sync", sync), ("/cleanup", cleanup), ("/auto-expire", auto_expire),
                            ("/auto-delete-stale", auto_delete_stale),
                            ("/bulk-delete", bulk_delete), ("/retry-failed", retry_failed)):

@@ -31,6 +31,7 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     domain.InvalidTransition: 409,
     domain.JobRunning: 409,
     domain.ExtensionLimit: 409,
+    domain.LeaseNotActive: 409,
     domain.SyncRefused: 409,
     domain.Contention: 503,
     domain.StoreUnavailable: 503,

@@ -13,6 +13,8 @@ __all__ = [
     "AdminSandboxOut",
     "ErrorBody",
     "ErrorEnvelope",
+    "ExtendRequest",
+    "ExtendedSandboxOut",
     "JobResult",
     "SandboxOut",
     "SandboxPage",
@@ -33,6 +35,16 @@ class SandboxOut(BaseModel):
     sfdc_account_id: str | None
     track_name: str | None
     status: Status
+
+
+class ExtendRequest(BaseModel):
+    """How many hours to add to the lease's expires_at."""
+
+    hours: float = Field(gt=0, le=24 * 7, allow_inf_nan=False, examples=[1])
+
+
+class ExtendedSandboxOut(SandboxOut):
+    extensions_left: int
 
 
 class ErrorBody(BaseModel):

@@ -12,7 +12,13 @@ from starlette.responses import Response
 from app.allocation import AllocationRequest
 from app.api.deps import Owner, ServicesDep, TrackAuth, clean_header
 from app.api.errors import ApiError
-from app.api.schemas import SandboxOut, error_docs, sandbox_body
+from app.api.schemas import (
+    ExtendedSandboxOut,
+    ExtendRequest,
+    SandboxOut,
+    error_docs,
+    sandbox_body,
+)
 from app.domain import Sandbox
 
 __all__ = ["build_router"]
@@ -84,6 +90,22 @@ async def mark_for_deletion(
     return _json(await services.allocator.release(sandbox_id, owner), 200, request)
 
 
+async def extend(
+    request: Request,
+    sandbox_id: SandboxId,
+    body: ExtendRequest,
+    services: ServicesDep,
+    _: TrackAuth,
+    owner: Owner,
+) -> Response:
+    """Move expires_at forward; 409 EXTENSION_LIMIT names the bound that was hit."""
+    allocator = services.allocator
+    sandbox = await allocator.extend(sandbox_id, owner, max(1, int(body.hours * 3600)))
+    request.state.sandbox_id = sandbox.sandbox_id
+    payload = {**sandbox_body(sandbox), "extensions_left": allocator.extensions_left(sandbox)}
+    return Response(orjson.dumps(payload), 200, media_type="application/json")
+
+
 def build_router(base: str) -> APIRouter:
     """The track routes under `base` (route templates carry the full path)."""
     router = APIRouter(prefix=base, tags=["track"])
@@ -112,5 +134,13 @@ def build_router(base: str) -> APIRouter:
         response_model=SandboxOut,
         summary="Release the owner's lease; the sandbox is deleted by the cleanup job",
         responses=error_docs(400, 401, 403, 404, 422, 429, 503),
+    )
+    router.add_api_route(
+        "/sandboxes/{sandbox_id}/extend",
+        extend,
+        methods=["POST"],
+        response_model=ExtendedSandboxOut,
+        summary="Extend the owner's live lease by `hours`, within the configured bounds",
+        responses=error_docs(400, 401, 403, 404, 409, 422, 429, 503),
     )
     return router

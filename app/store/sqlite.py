@@ -94,6 +94,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
         self._schema_problem: str | None = None
+        self._closed = False
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -108,6 +109,10 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def open(self) -> None:
+        """Connect and create the schema; a second call is a no-op."""
+        if self._conn is not None:
+            return
+
         def connect() -> None:
             if self._path != ":memory:":
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +126,11 @@ class SqliteStore:
         await self.init_schema()
 
     async def close(self) -> None:
+        """Close the connection and its thread; a second call is a no-op."""
+        if self._closed:
+            return
+        self._closed = True
+
         def disconnect() -> None:
             if self._conn is not None:
                 self._conn.close()

@@ -131,3 +131,15 @@ async def test_job_running_is_409(client: httpx.AsyncClient, store: SandboxStore
 async def test_track_token_is_403_and_no_token_401(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/admin/stats", headers=TRACK)).status_code == 403
     assert (await client.get("/v1/admin/stats")).status_code == 401
+
+
+async def test_job_health_lists_last_passes(seeded: httpx.AsyncClient) -> None:
+    before = (await seeded.get("/v1/admin/jobs", headers=ADMIN)).json()
+    assert before["provider_breaker"] == "closed"
+    assert {j["job"]: j["outcome"] for j in before["jobs"]}["sync"] == "never"
+    await seeded.post("/v1/admin/auto-expire", headers=ADMIN)
+    listed = (await seeded.get("/v1/admin/jobs", headers=ADMIN)).json()["jobs"]
+    after = {j["job"]: j for j in listed}
+    assert after["auto_expire"]["outcome"] == "ok"
+    assert after["auto_expire"]["summary"] == {"expired": 0}
+    assert after["auto_expire"]["duration_sec"] >= 0
