@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from app.domain import Lease, Sandbox, Status
+from app.events import Event, EventDraft, EventPage, EventType
 
 __all__ = [
     "ClaimOutcome",
@@ -53,6 +54,7 @@ class Transition:
     expires_at_max: int | None = None
     expected_expires_at: int | None = None
     changes: Mapping[str, Any] | None = None
+    event: EventDraft | None = None  # recorded in the same atomic write as the change
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +93,13 @@ class SandboxStore(Protocol):
     async def find_available(self, name_prefix: str | None, limit: int) -> list[Sandbox]:
         """Up to `limit` available sandboxes whose name starts with the prefix."""
 
-    async def claim(self, candidates: Sequence[Sandbox], lease: Lease) -> ClaimResult:
+    async def claim(
+        self, candidates: Sequence[Sandbox], lease: Lease, event: EventDraft | None = None
+    ) -> ClaimResult:
         """Lease the first candidate that is still available, in the given order.
 
         The write is conditional on status='available' and on the owner holding
-        no live lease, atomically.
+        no live lease, atomically, together with the event if one is given.
         """
 
     async def get(self, sandbox_id: str) -> Sandbox | None: ...
@@ -106,10 +110,12 @@ class SandboxStore(Protocol):
     async def transition(self, change: Transition, now: int) -> Sandbox | None:
         """Apply the change if its conditions hold; the new row, else None."""
 
-    async def add(self, sandboxes: Sequence[Sandbox]) -> int:
-        """Insert sandboxes that do not exist yet; return how many were new."""
+    async def add(self, sandboxes: Sequence[Sandbox], event: EventDraft | None = None) -> int:
+        """Insert sandboxes that do not exist yet (one event each); return how many."""
 
-    async def remove(self, sandbox_id: str, expected: Status) -> bool:
+    async def remove(
+        self, sandbox_id: str, expected: Status, event: EventDraft | None = None
+    ) -> bool:
         """Delete the row if it is still in `expected`; True if it was deleted."""
 
     async def list(self, where: SandboxFilter, limit: int, cursor: str | None) -> Page:
@@ -124,3 +130,27 @@ class SandboxStore(Protocol):
 
     async def integrity_violations(self) -> builtins.list[str]:
         """Scan everything; describe every broken invariant (for `verify`)."""
+
+    async def record_event(self, sandbox: Sandbox, event: EventDraft) -> Event:
+        """Append an event that goes with no state change (a replay)."""
+
+    async def list_events(
+        self,
+        sandbox_id: str | None,
+        types: frozenset[EventType] | None,
+        cursor: str | None,
+        limit: int,
+    ) -> EventPage:
+        """Events in commit order, after `cursor`: one sandbox's timeline, or the feed.
+
+        The feed's `next_cursor` is never None, so a consumer can always resume;
+        events are neither skipped nor repeated across resumptions.
+        """
+
+    async def purge_events(self, before: float) -> int:
+        """Drop events older than `before` (retention); how many went."""
+
+    async def get_checkpoint(self, name: str) -> str | None:
+        """A consumer's saved position (e.g. a webhook subscriber's feed cursor)."""
+
+    async def put_checkpoint(self, name: str, value: str) -> None: ...

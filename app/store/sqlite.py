@@ -13,20 +13,23 @@ import asyncio
 import builtins
 import random
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from app.domain import Lease, Sandbox, Status, StoreUnavailable, check_transition
+from app.events import Event, EventDraft, EventPage, EventType, stamp
 from app.store.base import ClaimOutcome, ClaimResult, Page, SandboxFilter, Transition
 from app.store.cursor import CursorCodec
+from app.store.sqlite_events import EVENT_SCHEMA, insert_event, select_events
 
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 
-_SCHEMA = (
+_SANDBOX_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sandboxes (
         sandbox_id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -53,6 +56,7 @@ _SCHEMA = (
         job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL
     )""",
 )
+_SCHEMA = _SANDBOX_SCHEMA + EVENT_SCHEMA
 
 _COLUMNS = tuple(Sandbox.__dataclass_fields__)
 _PICK_SPACE = 1_000_000_007  # pick_key: a random position, so callers spread over the pool
@@ -174,7 +178,9 @@ class SqliteStore:
 
         return [_to_domain(row) for row in await self._run(window)]
 
-    async def claim(self, candidates: Sequence[Sandbox], lease: Lease) -> ClaimResult:
+    async def claim(
+        self, candidates: Sequence[Sandbox], lease: Lease, event: EventDraft | None = None
+    ) -> ClaimResult:
         if self._schema_problem:
             raise StoreUnavailable("the store failed its integrity check; run `verify`")
         sql = (
@@ -191,8 +197,11 @@ class SqliteStore:
                             lease.expires_at, lease.allocated_at, candidate.sandbox_id)
                     row = conn.execute(sql, args).fetchone()
                     if row is not None:
+                        claimed = _to_domain(row)
+                        if event is not None:
+                            insert_event(conn, stamp(event, claimed))
                         conn.execute("COMMIT")
-                        return ClaimResult(ClaimOutcome.CLAIMED, _to_domain(row), conflicts)
+                        return ClaimResult(ClaimOutcome.CLAIMED, claimed, conflicts)
             except sqlite3.IntegrityError:
                 conn.execute("ROLLBACK")
                 return ClaimResult(ClaimOutcome.OWNER_HAS_LEASE)
@@ -232,34 +241,50 @@ class SqliteStore:
         params = [*updates.values(), *args]
 
         def apply(conn: sqlite3.Connection) -> Sandbox | None:
-            try:
-                row = conn.execute(sql, params).fetchone()
-            except sqlite3.IntegrityError:
-                return None  # e.g. re-allocating for an owner who leased again meanwhile
-            return None if row is None else _to_domain(row)
+            with _transaction(conn):
+                try:
+                    row = conn.execute(sql, params).fetchone()
+                except sqlite3.IntegrityError:
+                    return None  # e.g. re-allocating for an owner who leased again meanwhile
+                if row is None:
+                    return None
+                changed = _to_domain(row)
+                if change.event is not None:
+                    insert_event(conn, stamp(change.event, changed))
+                return changed
 
         return await self._run(apply)
 
-    async def add(self, sandboxes: Sequence[Sandbox]) -> int:
+    async def add(self, sandboxes: Sequence[Sandbox], event: EventDraft | None = None) -> int:
         placeholders = ", ".join("?" for _ in _COLUMNS)
         sql = f"INSERT OR IGNORE INTO sandboxes ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
-        rows = [_to_row(s) for s in sandboxes]
 
         def insert(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            before = conn.total_changes
-            conn.executemany(sql, rows)
-            conn.execute("COMMIT")
-            return conn.total_changes - before
+            added = 0
+            with _transaction(conn):
+                for sandbox in sandboxes:
+                    if conn.execute(sql, _to_row(sandbox)).rowcount:
+                        added += 1
+                        if event is not None:
+                            insert_event(conn, stamp(event, sandbox))
+            return added
 
         return await self._run(insert)
 
-    async def remove(self, sandbox_id: str, expected: Status) -> bool:
-        sql = "DELETE FROM sandboxes WHERE sandbox_id = ? AND status = ?"
-        count = await self._run(
-            lambda conn: conn.execute(sql, (sandbox_id, str(expected))).rowcount
-        )
-        return bool(count)
+    async def remove(
+        self, sandbox_id: str, expected: Status, event: EventDraft | None = None
+    ) -> bool:
+        sql = (f"DELETE FROM sandboxes WHERE sandbox_id = ? AND status = ?"
+               f" RETURNING {', '.join(_COLUMNS)}")
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                row = conn.execute(sql, (sandbox_id, str(expected))).fetchone()
+                if row is not None and event is not None:
+                    insert_event(conn, stamp(event, _to_domain(row)))
+                return row is not None
+
+        return await self._run(delete)
 
     async def list(self, where: SandboxFilter, limit: int, cursor: str | None) -> Page:
         conditions: list[str] = []
@@ -331,4 +356,49 @@ class SqliteStore:
 
         return await self._run(scan)
 
+    async def record_event(self, sandbox: Sandbox, event: EventDraft) -> Event:
+        full = stamp(event, sandbox)
+        await self._run(lambda conn: insert_event(conn, full))
+        return full
 
+    async def list_events(
+        self,
+        sandbox_id: str | None,
+        types: frozenset[EventType] | None,
+        cursor: str | None,
+        limit: int,
+    ) -> EventPage:
+        after = self._cursors.decode(cursor).get("seq", 0) if cursor else 0
+        if not isinstance(after, int):
+            after = 0
+        events, last = await self._run(
+            lambda conn: select_events(conn, sandbox_id, types, after, limit)
+        )
+        ended = sandbox_id is not None and len(events) < limit
+        return EventPage(events, None if ended else self._cursors.encode({"seq": last}))
+
+    async def purge_events(self, before: float) -> int:
+        sql = "DELETE FROM events WHERE at < ?"
+        return int(await self._run(lambda conn: conn.execute(sql, (before,)).rowcount))
+
+    async def get_checkpoint(self, name: str) -> str | None:
+        sql = "SELECT value FROM checkpoints WHERE name = ?"
+        row = await self._run(lambda conn: conn.execute(sql, (name,)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def put_checkpoint(self, name: str, value: str) -> None:
+        sql = ("INSERT INTO checkpoints (name, value) VALUES (?, ?)"
+               " ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+        await self._run(lambda conn: conn.execute(sql, (name, value)))
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back if the body raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,1 @@
+"""Store backends for tests: emulator processes and helpers (see dynamo.py)."""
