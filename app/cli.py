@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from app.config import Settings, generate_dev_tokens
 from app.domain import Sandbox
+from app.observability import prepare_multiprocess_dir
 from app.store import SandboxStore, create_store
 
 __all__ = ["main"]
@@ -49,6 +50,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"  try: curl -X POST -H 'Authorization: Bearer {settings.track_tokens[0]}'"
               f" -H 'X-Instruqt-Sandbox-ID: me' {url}{settings.api_base_path}/allocate")
     sys.stdout.flush()
+    if args.workers > 1 or settings.prometheus_multiproc_dir:
+        # Workers share metric values through files here (prometheus-client's multiprocess
+        # mode); set before any worker imports prometheus-client, emptied of a past run's.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prepare_multiprocess_dir(
+            settings.prometheus_multiproc_dir)
     uvicorn.run(
         "app.main:app_from_environment",
         factory=True,
@@ -60,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=10,
+        proxy_headers=False,  # TRUSTED_PROXIES decides whose X-Forwarded-For is believed
     )
     return 0
 

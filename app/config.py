@@ -8,16 +8,25 @@ from __future__ import annotations
 import secrets
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MIN_TOKEN_LENGTH", "Settings", "generate_dev_tokens"]
+__all__ = ["MIN_TOKEN_LENGTH", "Settings", "WebhookSubscriber", "generate_dev_tokens"]
 
 MIN_TOKEN_LENGTH = 32
 
 
 def _split(raw: SecretStr) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.get_secret_value().split(",") if part.strip())
+
+
+class WebhookSubscriber(BaseModel):
+    """One webhook receiver: events of the listed types are POSTed to `url`, signed."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: HttpUrl
+    secret: SecretStr
+    events: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -36,7 +45,6 @@ class Settings(BaseSettings):
     # HTTP surface
     api_base_path: str = "/v1"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    max_header_value_length: int = Field(default=128, ge=16, le=4096)
 
     # Storage
     broker_store: Literal["sqlite", "dynamodb"] = "sqlite"
@@ -94,9 +102,81 @@ class Settings(BaseSettings):
     stale_deletion_interval_sec: float = Field(default=86400, gt=0)
     stale_grace_hours: float = Field(default=24, ge=0)
     job_lease_ttl_sec: float = Field(default=60, gt=0)
+    event_retention_days: float = Field(default=30, gt=0)
+    event_purge_interval_sec: float = Field(default=3600, gt=0)
+
+    # Webhooks: JSON list of {"name", "url", "secret", "events": [types]} (empty = all).
+    webhook_subscribers: list[WebhookSubscriber] = Field(default_factory=list)
+    webhook_interval_sec: float = Field(default=2.0, gt=0)
+    webhook_timeout_sec: float = Field(default=5.0, gt=0)
+    webhook_max_tries_per_pass: int = Field(default=4, ge=1)
+    webhook_backoff_base_sec: float = Field(default=0.5, gt=0)
     job_jitter_fraction: float = Field(default=0.1, ge=0, le=1)
 
     # --- hardening: rate limits, CORS, proxies (owned by the hardening work) ---
+    # Budgets in `limits` notation, each counted across all routes per key. Under the moving
+    # window, "200/4 seconds" is 50 requests/s with bursts of 200: a burst of 200 passes at
+    # once, and no 4 s stretch admits more than 200 (50/s sustained). "50/second;200/4 seconds"
+    # would cap every second at 50, so that burst could never happen.
+    rate_limit_enabled: bool = True
+    rate_limit_principal: str = "200/4 seconds"  # per token, keyed by its id (never the token)
+    rate_limit_ip: str = "200/4 seconds"  # per client IP; /healthz, /readyz, /metrics exempt
+    rate_limit_strategy: Literal["moving-window", "sliding-window-counter", "fixed-window"] = (
+        "moving-window"
+    )
+    # memory:// counts per process. A shared store (e.g. redis://host:6379/0, which needs the
+    # `redis` package) gives every worker and replica one budget.
+    rate_limit_storage_uri: str = "memory://"
+    trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+    cors_allowed_origins: str = ""  # comma-separated exact origins, e.g. https://ops.example.com
+    hsts_max_age: int = Field(default=31_536_000, ge=0)  # 0 leaves Strict-Transport-Security out
+    max_header_bytes: int = Field(default=8192, ge=1024)  # all request header lines together
+    pool_metrics_cache_sec: float = Field(default=5.0, ge=0)  # store count reuse across scrapes
+    # Read by prometheus-client itself: set (by `serve --workers N`) when the workers share
+    # their metric values through files in this directory.
+    prometheus_multiproc_dir: str | None = None
+
+    @staticmethod
+    def _csv(text: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    @property
+    def trusted_proxy_list(self) -> tuple[str, ...]:
+        return self._csv(self.trusted_proxies)
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return self._csv(self.cors_allowed_origins)
+
+    @model_validator(mode="after")
+    def _check_hardening(self) -> Settings:
+        """Refuse unusable limits, proxies, origins and metrics tokens at start-up."""
+        # Imported here so that this block stays self-contained between its markers.
+        import ipaddress
+
+        from limits import parse_many
+
+        for name in ("rate_limit_principal", "rate_limit_ip"):
+            try:
+                parse_many(getattr(self, name))
+            except ValueError:
+                raise ValueError(f"{name.upper()} must look like '200/4 seconds'") from None
+        for proxy in self.trusted_proxy_list:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"TRUSTED_PROXIES: {proxy!r} is not an IP or CIDR") from None
+        for origin in self.cors_origins:
+            scheme, _, host = origin.partition("://")
+            if scheme not in ("http", "https") or not host or "/" in host or "*" in host:
+                raise ValueError(f"CORS_ALLOWED_ORIGINS: {origin!r} is not scheme://host[:port]")
+        metrics = self.metrics_token.get_secret_value()
+        if metrics and not self.is_dev:
+            if len(metrics) < MIN_TOKEN_LENGTH:
+                raise ValueError(f"METRICS_TOKEN must be at least {MIN_TOKEN_LENGTH} characters")
+            if metrics in self.track_tokens + self.admin_tokens:
+                raise ValueError("METRICS_TOKEN must differ from the track and admin tokens")
+        return self
     # --- end hardening ---
 
     @property
@@ -127,6 +207,11 @@ class Settings(BaseSettings):
             self.csp_base_url and self.csp_api_token.get_secret_value()
         ):
             raise ValueError("BROKER_PROVIDER=csp needs CSP_BASE_URL and CSP_API_TOKEN")
+        for hook in self.webhook_subscribers:
+            if len(hook.secret.get_secret_value()) < 16:
+                raise ValueError(f"webhook {hook.name}: the secret must be 16+ characters")
+        if len({hook.name for hook in self.webhook_subscribers}) < len(self.webhook_subscribers):
+            raise ValueError("webhook subscriber names must be unique")
         if self.lab_duration_hours > self.max_lab_duration_hours:
             raise ValueError("LAB_DURATION_HOURS must not exceed MAX_LAB_DURATION_HOURS")
         if self.is_dev:

@@ -1,5 +1,5 @@
-"""The outermost ASGI middleware: request id, last-resort 500 envelope, one log line
-and the HTTP metrics per request."""
+"""The request middleware stack: request id, last-resort 500 envelope, one log line and
+the HTTP metrics per request, plus the order every hardening layer runs in."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import time
 import uuid
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response, request_id_var
+from app.api.ratelimit import RateLimitMiddleware, RateLimits
+from app.api.security import CorsMiddleware, RequestLimitsMiddleware, SecurityHeadersMiddleware
+from app.config import Settings
 from app.observability import Metrics
 
-__all__ = ["RequestContextMiddleware"]
+__all__ = ["RequestContextMiddleware", "install_middleware"]
 
 log = logging.getLogger("broker.http")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -30,6 +34,59 @@ def _inbound_request_id(scope: Scope) -> str | None:
     return None
 
 
+class RouteLabels:
+    """The route template of a request, for the metrics label. Routes FastAPI labels
+    itself (API routes) cost nothing; others (docs pages, requests refused before
+    routing) are matched against the templates of the OpenAPI document and the
+    top-level routes, compiled once. Unknown paths are "unmatched" (bounded labels)."""
+
+    def __init__(self) -> None:
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+
+    def __call__(self, scope: Scope) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str):
+            return path
+        for pattern, template in self._compiled(scope.get("app")):
+            if pattern.match(scope["path"]):
+                return template
+        return "unmatched"
+
+    def _compiled(self, app: Any) -> list[tuple[re.Pattern[str], str]]:
+        if self._patterns is None and isinstance(app, FastAPI):
+            try:
+                templates = [*app.openapi().get("paths", {})]
+            except Exception:  # a broken schema must not break requests
+                templates = []
+            paths = (getattr(route, "path", None) for route in app.routes)
+            templates += [path for path in paths if isinstance(path, str)]
+            self._patterns = [(_template_regex(t), t) for t in dict.fromkeys(templates)]
+        return self._patterns or []
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^}]+\})", template)
+    return re.compile("^" + "".join(
+        "[^/]+" if part.startswith("{") else re.escape(part) for part in parts
+    ) + "$")
+
+
+def _allocation_outcome(state: dict[str, Any], status: int) -> str | None:
+    """new/replay/exhausted/contention/error for a request that reached the allocator;
+    None for one refused before it (auth, headers, validation, rate limit)."""
+    outcome = state.get("outcome") or _ALLOCATION_OUTCOMES.get(state.get("error_code", ""))
+    if outcome is None and status >= 500:
+        outcome = "error"
+    return outcome
+
+
+def _log_level(status: int) -> int:
+    """Client errors are the caller's business (INFO); 429 and 5xx need an operator's eye."""
+    if status == 500:
+        return logging.ERROR
+    return logging.WARNING if status == 429 or status >= 500 else logging.INFO
+
+
 class RequestContextMiddleware:
     """Gives every request an id (kept from X-Request-ID when sane), echoes it in
     the response, turns unhandled errors into the 500 envelope, logs and counts."""
@@ -38,6 +95,7 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.allocate_path = allocate_path
+        self.route_label = RouteLabels()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,22 +130,56 @@ class RequestContextMiddleware:
     def _record(
         self, scope: Scope, state: dict[str, Any], status: int, elapsed: float, request_id: str
     ) -> None:
-        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        route = self.route_label(scope)
         method = scope["method"]
         self.metrics.http_requests.labels(route, method, str(status)).inc()
         self.metrics.http_latency.labels(route, method).observe(elapsed)
         outcome = state.get("outcome") or state.get("error_code")
         outcome = outcome or ("ok" if status < 400 else "error")
         if route == self.allocate_path and method == "POST":
-            allocation = state.get("outcome") or _ALLOCATION_OUTCOMES.get(
-                state.get("error_code", ""), "error"
-            )
-            self.metrics.allocations.labels(allocation).inc()
-            self.metrics.allocation_latency.observe(elapsed)
-        level = logging.INFO if status < 500 else logging.WARNING
-        level = logging.ERROR if status == 500 else level
-        log.log(level, "request", extra={"fields": {
+            self._record_allocation(state, status, elapsed)
+        log.log(_log_level(status), "request", extra={"fields": {
             "request_id": request_id, "method": method, "path": scope["path"], "route": route,
             "status": status, "owner": state.get("owner"), "sandbox_id": state.get("sandbox_id"),
             "outcome": outcome, "latency_ms": round(elapsed * 1000, 2),
+            "client": state.get("client_ip"),
         }})
+
+    def _record_allocation(self, state: dict[str, Any], status: int, elapsed: float) -> None:
+        allocation = _allocation_outcome(state, status)
+        if allocation is None:
+            return
+        self.metrics.allocations.labels(allocation).inc()
+        self.metrics.allocation_latency.observe(elapsed)
+        conflicts = state.get("conflicts")
+        if isinstance(conflicts, int):
+            self.metrics.allocation_conflicts.observe(conflicts)
+
+
+def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Add every middleware, outermost first:
+
+    1. security headers: wraps everything, so 404/422/429/500 and preflights get them too;
+    2. request context: the id, log line and metrics cover every answer below it;
+    3. CORS (only with allowed origins): 429/413 answers stay readable by browsers;
+    4. size limits: junk is refused before it costs a rate-limit lookup;
+    5. rate limits, just outside the routes.
+    """
+    base = settings.api_base_path
+    layers: list[tuple[Any, dict[str, Any]]] = [
+        (SecurityHeadersMiddleware, {
+            "hsts_max_age": settings.hsts_max_age,
+            "docs_paths": {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url},
+        }),
+        (RequestContextMiddleware, {"metrics": metrics, "allocate_path": f"{base}/allocate"}),
+    ]
+    if settings.cors_origins:
+        layers.append((CorsMiddleware, {"origins": settings.cors_origins}))
+    layers.append((RequestLimitsMiddleware, {
+        "max_body_bytes": settings.max_body_bytes, "max_header_bytes": settings.max_header_bytes,
+    }))
+    if settings.rate_limit_enabled:
+        limits = RateLimits.from_settings(settings, app.state.token_book)
+        layers.append((RateLimitMiddleware, {"limits": limits, "metrics": metrics}))
+    for layer, options in reversed(layers):  # add_middleware: the last added runs first
+        app.add_middleware(layer, **options)

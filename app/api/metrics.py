@@ -1,0 +1,62 @@
+"""`GET /metrics`: the Prometheus exposition, optionally behind METRICS_TOKEN."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from fastapi import APIRouter, Depends, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from app.api.errors import ApiError
+from app.api.schemas import ErrorEnvelope
+from app.config import Settings
+from app.observability import Metrics
+
+__all__ = ["build_router"]
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class MetricsAuth:
+    """Checks `Authorization: Bearer <metrics token>` when METRICS_TOKEN is set
+    (comma-separated for rotation); with none set, scrapes are open."""
+
+    def __init__(self, settings: Settings) -> None:
+        raw = settings.metrics_token.get_secret_value()
+        self._digests = [_digest(t.strip()) for t in raw.split(",") if t.strip()]
+
+    def __call__(self, request: Request) -> None:
+        if not self._digests:
+            return
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        presented = _digest(token) if scheme == "Bearer" and token else b""
+        matched = [hmac.compare_digest(presented, digest) for digest in self._digests]
+        if not any(matched):
+            raise ApiError(401, "UNAUTHORIZED", "a valid metrics bearer token is required",
+                           {"WWW-Authenticate": "Bearer"})
+
+
+def build_router(metrics: Metrics, settings: Settings) -> APIRouter:
+    """The /metrics route; sums every worker's values when PROMETHEUS_MULTIPROC_DIR is set."""
+    router = APIRouter(tags=["health"])
+    multiprocess_dir = settings.prometheus_multiproc_dir
+
+    async def scrape() -> Response:
+        body = await metrics.exposition(multiprocess_dir)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    router.add_api_route(
+        "/metrics", scrape, methods=["GET"], summary="Prometheus metrics",
+        response_class=Response, dependencies=[Depends(MetricsAuth(settings))],
+        responses={
+            200: {"description": "Prometheus text exposition",
+                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+            401: {"model": ErrorEnvelope, "description": "METRICS_TOKEN is set and the "
+                  "request lacks it"},
+        },
+    )
+    return router
