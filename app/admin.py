@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.domain import Clock, InvalidInput, Status
+from app.events import EventDraft, EventType
 from app.jobs import JobRunner, JobSummary, StaleDeletionJob
 from app.jobs.base import rows_in
 from app.providers.base import Provider
@@ -59,7 +60,9 @@ class AdminService:
         job = StaleDeletionJob(self.store, int(grace_hours * 3600))
         return await self.runner.run_exclusive("stale_deletion", job.run_once)
 
-    async def bulk_delete(self, status: Status, *, force: bool) -> JobSummary:
+    async def bulk_delete(
+        self, status: Status, *, force: bool, actor: str = "admin"
+    ) -> JobSummary:
         """Mark every sandbox in `status` for deletion (allocated needs force)."""
         if status not in BULK_DELETABLE:
             raise InvalidInput(f"bulk delete does not apply to status {status}")
@@ -72,12 +75,14 @@ class AdminService:
                 for row in page:
                     change = Transition(row.sandbox_id, status, Status.PENDING_DELETION,
                                         changes={"next_attempt_at": None,
-                                                 "deletion_attempts": 0})
+                                                 "deletion_attempts": 0},
+                                        event=EventDraft(EventType.ADMIN_ACTION, actor, now,
+                                                         f"bulk delete of {status}"))
                     marked += await self.store.transition(change, now) is not None
             return {"marked": marked}
 
         return await self.runner.run_exclusive("bulk_delete", mark)
 
-    async def retry_failed(self) -> JobSummary:
+    async def retry_failed(self, actor: str = "admin") -> JobSummary:
         """deletion_failed → pending_deletion with a fresh attempt budget."""
-        return await self.bulk_delete(Status.DELETION_FAILED, force=False)
+        return await self.bulk_delete(Status.DELETION_FAILED, force=False, actor=actor)

@@ -24,6 +24,7 @@ from app.domain import (
     Status,
     is_expired,
 )
+from app.events import EventDraft, EventType
 from app.store.base import ClaimOutcome, SandboxStore, Transition
 
 __all__ = ["AllocationPolicy", "AllocationRequest", "AllocationResult", "Allocator"]
@@ -49,6 +50,7 @@ class AllocationRequest:
     track_name: str | None = None
     name_prefix: str | None = None
     duration_sec: int | None = None
+    actor: str = "track"  # who asks, for the event log (a token id, never the token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class Allocator:
         lost its candidates to other callers.
         """
         conflicts = 0
+        allocated = self._event(EventType.ALLOCATED, request.actor)
         for _ in range(self._policy.claim_rounds):
             candidates = await self._store.find_available(
                 request.name_prefix, self._policy.k_candidates
@@ -87,20 +90,20 @@ class Allocator:
             if not candidates:
                 existing = await self._live_lease(request.owner)
                 if existing is not None:
-                    return AllocationResult(existing, created=False, conflicts=conflicts)
+                    return await self._replay(existing, request, conflicts)
                 raise PoolExhausted(
                     "no sandbox is available" + _prefix_note(request.name_prefix),
                     retry_after=self._policy.exhausted_retry_after,
                 )
             self._rng.shuffle(candidates)
-            result = await self._store.claim(candidates, self._lease_for(request))
+            result = await self._store.claim(candidates, self._lease_for(request), allocated)
             conflicts += result.conflicts
             if result.outcome is ClaimOutcome.CLAIMED and result.sandbox is not None:
                 return AllocationResult(result.sandbox, created=True, conflicts=conflicts)
             if result.outcome is ClaimOutcome.OWNER_HAS_LEASE:
                 existing = await self._live_lease(request.owner)
                 if existing is not None:
-                    return AllocationResult(existing, created=False, conflicts=conflicts)
+                    return await self._replay(existing, request, conflicts)
                 # The lease ended between the claim and the read: claim afresh.
         raise Contention(
             "too many concurrent allocations; retry shortly",
@@ -116,13 +119,14 @@ class Allocator:
             raise NotSandboxOwner("this sandbox is not leased to you")
         return sandbox
 
-    async def release(self, sandbox_id: str, owner: str) -> Sandbox:
+    async def release(self, sandbox_id: str, owner: str, actor: str = "track") -> Sandbox:
         """End the owner's lease: allocated -> pending_deletion. Idempotent for the owner."""
         sandbox = await self.get(sandbox_id, owner)
         if sandbox.status in _RELEASED:
             return sandbox
         released = await self._store.transition(
-            Transition(sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION, owner=owner),
+            Transition(sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION, owner=owner,
+                       event=self._event(EventType.RELEASED, actor)),
             self._now(),
         )
         if released is not None:
@@ -132,7 +136,9 @@ class Allocator:
             return again
         raise NotSandboxOwner("this sandbox is not leased to you")
 
-    async def extend(self, sandbox_id: str, owner: str, seconds: int) -> Sandbox:
+    async def extend(
+        self, sandbox_id: str, owner: str, seconds: int, actor: str = "track"
+    ) -> Sandbox:
         """Move the owner's expires_at forward within the policy's bounds.
 
         The write is conditional on the expires_at read, so it either lands before an
@@ -152,6 +158,7 @@ class Allocator:
                 expected_expires_at=lease.expires_at,
                 changes={"expires_at": lease.expires_at + seconds,
                          "extensions": lease.extensions + 1},
+                event=self._event(EventType.EXTENDED, actor, f"+{seconds}s"),
             )
             extended = await self._store.transition(change, now)
             if extended is not None:
@@ -184,10 +191,20 @@ class Allocator:
             return lease
         await self._store.transition(
             Transition(lease.sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION,
-                       owner=owner, expires_at_max=int(self._clock())),
+                       owner=owner, expires_at_max=int(self._clock()),
+                       event=self._event(EventType.EXPIRED, "track", "expired at re-allocation")),
             self._now(),
         )
         return await self._live_lease(owner)
+
+    async def _replay(
+        self, lease: Sandbox, request: AllocationRequest, conflicts: int
+    ) -> AllocationResult:
+        await self._store.record_event(lease, self._event(EventType.REPLAYED, request.actor))
+        return AllocationResult(lease, created=False, conflicts=conflicts)
+
+    def _event(self, kind: EventType, actor: str, reason: str | None = None) -> EventDraft:
+        return EventDraft(kind, actor, self._clock(), reason)
 
     def _lease_for(self, request: AllocationRequest) -> Lease:
         now = self._now()

@@ -58,6 +58,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "cleanup_enabled": False,
             "auto_expiry_enabled": False,
             "stale_deletion_enabled": False,
+            # Concurrency tests send hundreds of requests with one token; the limiter has
+            # its own tests.
+            "rate_limit_enabled": False,
         }
         values.update(overrides)
         return Settings(**values)

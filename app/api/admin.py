@@ -76,16 +76,17 @@ async def auto_delete_stale(
 
 
 async def bulk_delete(
-    admin: Admin, _: AdminAuth, status: Status, force: bool = False
+    admin: Admin, principal: AdminAuth, status: Status, force: bool = False
 ) -> JobResult:
     """Mark every sandbox in `status` for deletion through the provider pipeline.
     Allocated sandboxes (live leases) need `force=true`."""
-    return JobResult(job="bulk_delete", summary=await admin.bulk_delete(status, force=force))
+    summary = await admin.bulk_delete(status, force=force, actor=principal)
+    return JobResult(job="bulk_delete", summary=summary)
 
 
-async def retry_failed(admin: Admin, _: AdminAuth) -> JobResult:
+async def retry_failed(admin: Admin, principal: AdminAuth) -> JobResult:
     """deletion_failed → pending_deletion, with a fresh attempt budget."""
-    return JobResult(job="retry_failed", summary=await admin.retry_failed())
+    return JobResult(job="retry_failed", summary=await admin.retry_failed(principal))
 
 
 def build_router(base: str) -> APIRouter:

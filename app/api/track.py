@@ -50,7 +50,7 @@ def _duration_seconds(raw: str | None, max_hours: float) -> int | None:
 async def allocate(
     request: Request,
     services: ServicesDep,
-    _: TrackAuth,
+    principal: TrackAuth,
     owner: Owner,
     x_instruqt_track_id: Annotated[
         str | None, Header(description="Lab (track) name, stored as track_name.")
@@ -71,9 +71,11 @@ async def allocate(
             duration_sec=_duration_seconds(
                 x_lab_duration_hours, services.settings.max_lab_duration_hours
             ),
+            actor=principal,
         )
     )
     request.state.outcome = "new" if result.created else "replay"
+    request.state.conflicts = result.conflicts
     return _json(result.sandbox, 201 if result.created else 200, request)
 
 
@@ -84,10 +86,14 @@ async def get_sandbox(
 
 
 async def mark_for_deletion(
-    request: Request, sandbox_id: SandboxId, services: ServicesDep, _: TrackAuth, owner: Owner
+    request: Request,
+    sandbox_id: SandboxId,
+    services: ServicesDep,
+    principal: TrackAuth,
+    owner: Owner,
 ) -> Response:
     """Idempotent: a repeat by the owner answers 200 with the released sandbox."""
-    return _json(await services.allocator.release(sandbox_id, owner), 200, request)
+    return _json(await services.allocator.release(sandbox_id, owner, principal), 200, request)
 
 
 async def extend(
@@ -95,12 +101,13 @@ async def extend(
     sandbox_id: SandboxId,
     body: ExtendRequest,
     services: ServicesDep,
-    _: TrackAuth,
+    principal: TrackAuth,
     owner: Owner,
 ) -> Response:
     """Move expires_at forward; 409 EXTENSION_LIMIT names the bound that was hit."""
     allocator = services.allocator
-    sandbox = await allocator.extend(sandbox_id, owner, max(1, int(body.hours * 3600)))
+    seconds = max(1, int(body.hours * 3600))
+    sandbox = await allocator.extend(sandbox_id, owner, seconds, principal)
     request.state.sandbox_id = sandbox.sandbox_id
     payload = {**sandbox_body(sandbox), "extensions_left": allocator.extensions_left(sandbox)}
     return Response(orjson.dumps(payload), 200, media_type="application/json")

@@ -7,6 +7,7 @@ from app.domain import Clock
 from app.jobs.base import Job, JobSummary
 from app.jobs.cleanup import CleanupJob, CleanupPolicy
 from app.jobs.expiry import ExpiryJob
+from app.jobs.retention import EventPurgeJob
 from app.jobs.runner import JobRecord, JobRunner, RunObserver, ScheduledJob
 from app.jobs.stale import StaleDeletionJob
 from app.jobs.sync import SyncJob
@@ -16,6 +17,7 @@ from app.store.base import SandboxStore
 __all__ = [
     "CleanupJob",
     "CleanupPolicy",
+    "EventPurgeJob",
     "ExpiryJob",
     "Job",
     "JobRecord",
@@ -46,8 +48,9 @@ def build_runner(
     provider: Provider,
     clock: Clock,
     observer: RunObserver | None = None,
+    extra: list[ScheduledJob] | None = None,
 ) -> JobRunner:
-    """Every job, scheduled as the settings say, under one runner."""
+    """Every job, scheduled as the settings say, under one runner (plus `extra`)."""
     s = settings
     jobs = [
         ScheduledJob(SyncJob(store, provider, s.sync_max_stale_fraction, clock),
@@ -58,6 +61,9 @@ def build_runner(
                      s.auto_expiry_interval_sec, s.auto_expiry_enabled),
         ScheduledJob(StaleDeletionJob(store, int(s.stale_grace_hours * 3600)),
                      s.stale_deletion_interval_sec, s.stale_deletion_enabled),
+        ScheduledJob(EventPurgeJob(store, s.event_retention_days * 86400),
+                     s.event_purge_interval_sec),
+        *(extra or []),
     ]
     return JobRunner(store, jobs, clock=clock, lease_ttl_sec=s.job_lease_ttl_sec,
                      jitter_fraction=s.job_jitter_fraction, observer=observer)

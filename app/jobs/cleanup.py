@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from app.domain import Sandbox, Status
+from app.events import EventDraft, EventType
 from app.jobs.base import JobSummary, rows_in
 from app.providers.base import DeleteOutcome, DeleteResult, Provider
 from app.store.base import SandboxStore, Transition
@@ -44,6 +45,10 @@ def backoff_seconds(
     ceiling = min(policy.backoff_max_sec, policy.backoff_base_sec * 2 ** max(0, attempts - 1))
     delay = rng.uniform(ceiling / 2, ceiling)
     return max(1, int(max(delay, retry_after or 0)))
+
+
+def _event(kind: EventType, now: int, reason: str) -> EventDraft:
+    return EventDraft(kind, "job:cleanup", now, reason)
 
 
 class _Pacer:
@@ -103,7 +108,9 @@ class CleanupJob:
             for row in page:
                 if row.next_attempt_at is not None and row.next_attempt_at <= now:
                     change = Transition(row.sandbox_id, Status.DELETING, Status.PENDING_DELETION,
-                                        changes={"next_attempt_at": None})
+                                        changes={"next_attempt_at": None},
+                                        event=_event(EventType.DELETION_RETRY, now,
+                                                     "an earlier pass died mid-deletion"))
                     reclaimed += await self._store.transition(change, now) is not None
         return reclaimed
 
@@ -123,7 +130,8 @@ class CleanupJob:
             return "lost"  # someone else moved it (admin, another pass)
         result = await self._provider.delete_sandbox(claimed)
         if result.outcome in (DeleteOutcome.DELETED, DeleteOutcome.ALREADY_GONE):
-            await self._store.remove(claimed.sandbox_id, Status.DELETING)
+            event = _event(EventType.DELETED, now, result.outcome.value)
+            await self._store.remove(claimed.sandbox_id, Status.DELETING, event)
             return "deleted"
         return await self._record_failure(claimed, result, now)
 
@@ -140,7 +148,8 @@ class CleanupJob:
         if permanent or attempts >= self._policy.max_attempts:
             change = Transition(sandbox.sandbox_id, Status.DELETING, Status.DELETION_FAILED,
                                 changes={"deletion_attempts": attempts, "last_error": reason,
-                                         "next_attempt_at": None})
+                                         "next_attempt_at": None},
+                                event=_event(EventType.DELETION_FAILED, now, reason))
             await self._store.transition(change, now)
             log.warning("deletion failed", extra={"fields": {
                 "sandbox_id": sandbox.sandbox_id, "attempts": attempts, "reason": reason}})
@@ -148,6 +157,8 @@ class CleanupJob:
         delay = backoff_seconds(attempts, self._policy, result.retry_after, self._rng)
         change = Transition(sandbox.sandbox_id, Status.DELETING, Status.PENDING_DELETION,
                             changes={"deletion_attempts": attempts, "last_error": reason,
-                                     "next_attempt_at": now + delay})
+                                     "next_attempt_at": now + delay},
+                            event=_event(EventType.DELETION_RETRY, now,
+                                         f"attempt {attempts} failed: {reason}"))
         await self._store.transition(change, now)
         return "retried"

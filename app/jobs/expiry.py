@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.domain import Status
+from app.events import EventDraft, EventType
 from app.jobs.base import JobSummary, rows_in
 from app.store.base import SandboxStore, Transition
 
@@ -30,7 +31,8 @@ class ExpiryJob:
                 change = Transition(
                     lease.sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION,
                     owner=lease.owner, expires_at_max=cutoff,
-                    changes={"last_error": None},
+                    event=EventDraft(EventType.EXPIRED, "job:auto_expire", now,
+                                     f"expired at {lease.expires_at}"),
                 )
                 expired += await self._store.transition(change, now) is not None
         return {"expired": expired}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.domain import Status
+from app.events import EventDraft, EventType
 from app.jobs.base import JobSummary, rows_in
 from app.store.base import SandboxStore
 
@@ -27,5 +28,7 @@ class StaleDeletionJob:
         async for page in rows_in(self._store, Status.STALE):
             for row in page:
                 if row.updated_at + grace_seconds <= now:
-                    removed += await self._store.remove(row.sandbox_id, Status.STALE)
+                    event = EventDraft(EventType.DELETED, "job:stale_deletion", now,
+                                       "stale record removed")
+                    removed += await self._store.remove(row.sandbox_id, Status.STALE, event)
         return {"removed": removed}

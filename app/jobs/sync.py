@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from app.domain import Clock, Sandbox, Status, SyncRefused
+from app.events import EventDraft, EventType
 from app.jobs.base import JobSummary, rows_in
 from app.providers.base import Provider, ProviderSandbox
 from app.store.base import SandboxStore, Transition
@@ -13,6 +14,7 @@ from app.store.base import SandboxStore, Transition
 __all__ = ["SyncJob"]
 
 log = logging.getLogger("broker.jobs.sync")
+ACTOR = "job:sync"
 
 
 def _new_row(listed: ProviderSandbox, now: int) -> Sandbox:
@@ -49,14 +51,21 @@ class SyncJob:
             raise SyncRefused(
                 f"the provider's answer would stale {len(missing)} of {pool} sandboxes"
             )
-        added = await self._store.add([_new_row(p, now) for p in listed.values()])
+        added = await self._store.add(
+            [_new_row(p, now) for p in listed.values()],
+            EventDraft(EventType.SYNCED, ACTOR, now, "new at the provider"),
+        )
         staled = 0
         for sandbox in missing:
-            change = Transition(sandbox.sandbox_id, Status.AVAILABLE, Status.STALE)
+            change = Transition(sandbox.sandbox_id, Status.AVAILABLE, Status.STALE,
+                                event=EventDraft(EventType.STALED, ACTOR, now,
+                                                 "missing from the provider's list"))
             staled += await self._store.transition(change, now) is not None
         revived = 0
         for sandbox in stale:
             if sandbox.sandbox_id in listed:
-                change = Transition(sandbox.sandbox_id, Status.STALE, Status.AVAILABLE)
+                change = Transition(sandbox.sandbox_id, Status.STALE, Status.AVAILABLE,
+                                    event=EventDraft(EventType.SYNCED, ACTOR, now,
+                                                     "listed by the provider again"))
                 revived += await self._store.transition(change, now) is not None
         return {"listed": len(listed), "synced": added, "staled": staled, "revived": revived}

@@ -24,6 +24,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         BROKER_ENV="production", BROKER_API_TOKEN=TRACK_TOKEN, BROKER_ADMIN_TOKEN=ADMIN_TOKEN,
         BROKER_STORE="sqlite", BROKER_SQLITE_PATH=str(tmp_path / "data" / "broker.db"),
         BROKER_PROVIDER="simulated", BROKER_SIMULATED_POOL_SIZE="0",
+        RATE_LIMIT_ENABLED="false",
     )
 
 

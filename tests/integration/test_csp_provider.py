@@ -266,12 +266,14 @@ def _http_date_in(seconds: int) -> str:
         pytest.param(None, 30.0, 30.0, id="missing"),
         pytest.param("soon-ish", 30.0, 30.0, id="garbage"),
         pytest.param("-5", 30.0, 30.0, id="negative"),
-        pytest.param(_http_date_in(120), 100.0, 120.0, id="http-date"),
+        pytest.param("http-date:120", 100.0, 120.0, id="http-date"),
     ],
 )
 async def test_delete_rate_limited_honours_retry_after(
     fake_csp: FakeCsp, provider: CspProvider, header: str | None, low: float, high: float
 ) -> None:
+    if header and header.startswith("http-date:"):  # dated now, not at collection time
+        header = _http_date_in(int(header.split(":")[1]))
     fake_csp.rate_limit_next(1, retry_after=header)
     result = await provider.delete_sandbox(sandbox_for(fake_csp.add_account("lab")))
     assert result.outcome is DeleteOutcome.RETRY_LATER

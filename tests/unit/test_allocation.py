@@ -38,14 +38,16 @@ class StealingStore:
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
-    async def claim(self, candidates: Sequence[object], lease: Lease) -> ClaimResult:
+    async def claim(
+        self, candidates: Sequence[object], lease: Lease, event: object = None
+    ) -> ClaimResult:
         if self.steals > 0:
             self.steals -= 1
             for candidate in candidates:
                 self.rivals += 1
                 rival = Lease(f"rival-{self.rivals}", None, lease.allocated_at, lease.expires_at)
                 await self._inner.claim([candidate], rival)  # type: ignore[list-item]
-        return await self._inner.claim(candidates, lease)  # type: ignore[arg-type]
+        return await self._inner.claim(candidates, lease, event)  # type: ignore[arg-type]
 
 
 @pytest.fixture
