@@ -3,7 +3,8 @@
 Allocation fetches K available candidates (server-side prefix filter), shuffles
 them so concurrent callers spread out, and asks the store to claim the first
 still-available one with a conditional write. If all K were taken meanwhile it
-fetches fresh candidates, a bounded number of rounds, then answers CONTENTION.
+fetches fresh candidates, in a wider window each round, a bounded number of rounds,
+then answers CONTENTION.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from app.store.base import ClaimOutcome, SandboxStore, Transition
 
 __all__ = ["AllocationPolicy", "AllocationRequest", "AllocationResult", "Allocator"]
 
+MAX_WINDOW = 100
 _RELEASED = frozenset({Status.PENDING_DELETION, Status.DELETING, Status.DELETION_FAILED})
 
 
@@ -83,10 +85,11 @@ class Allocator:
         """
         conflicts = 0
         allocated = self._event(EventType.ALLOCATED, request.actor)
-        for _ in range(self._policy.claim_rounds):
-            candidates = await self._store.find_available(
-                request.name_prefix, self._policy.k_candidates
-            )
+        for round_ in range(self._policy.claim_rounds):
+            # Each lost round looks wider: near exhaustion every caller's window holds
+            # the same few sandboxes, and a wider one still finds the last free ones.
+            window = min(self._policy.k_candidates << round_, MAX_WINDOW)
+            candidates = await self._store.find_available(request.name_prefix, window)
             if not candidates:
                 existing = await self._live_lease(request.owner)
                 if existing is not None:

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     # Storage
     broker_store: Literal["sqlite", "dynamodb"] = "sqlite"
     broker_sqlite_path: str = "./data/broker.db"
+    sqlite_batching: bool = True  # group concurrent allocation calls into one transaction
     ddb_table_name: str = "sandbox-broker"
     ddb_endpoint_url: str | None = None
     aws_region: str = "us-east-1"

@@ -18,7 +18,7 @@ _ERRORS = error_docs(400, 401, 403, 409, 422, 429, 503)
 Text = Annotated[str | None, Query(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
-def get_admin(request: Request) -> AdminService:
+async def get_admin(request: Request) -> AdminService:
     admin: AdminService = request.app.state.admin
     return admin
 

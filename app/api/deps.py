@@ -16,8 +16,10 @@ __all__ = [
     "Owner",
     "ServicesDep",
     "TrackAuth",
+    "authenticate",
     "clean_header",
     "get_services",
+    "read_owner",
 ]
 
 MAX_HEADER_CHARS = 128
@@ -25,7 +27,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BEARER = re.compile(r"^Bearer ([\x21-\x7e]+)$")
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are `async def` although they do no I/O: FastAPI runs plain `def`
+# dependencies in a worker thread, which costs a thread hand-off per request.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -33,7 +39,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _authenticate(request: Request, wanted: Role) -> str:
+def authenticate(request: Request, wanted: Role) -> str:
     """Check the bearer token has the wanted role; return its id (never the token)."""
     raw = request.headers.get("authorization")
     challenge = {"WWW-Authenticate": "Bearer"}
@@ -53,12 +59,12 @@ def _authenticate(request: Request, wanted: Role) -> str:
     return principal
 
 
-def require_track(request: Request) -> str:
-    return _authenticate(request, Role.TRACK)
+async def require_track(request: Request) -> str:
+    return authenticate(request, Role.TRACK)
 
 
-def require_admin(request: Request) -> str:
-    return _authenticate(request, Role.ADMIN)
+async def require_admin(request: Request) -> str:
+    return authenticate(request, Role.ADMIN)
 
 
 TrackAuth = Annotated[str, Depends(require_track)]
@@ -79,7 +85,7 @@ def clean_header(name: str, value: str | None, *, code: str = "INVALID_HEADER") 
     return value
 
 
-def owner_header(
+async def owner_header(
     request: Request,
     x_instruqt_sandbox_id: Annotated[
         str | None,
@@ -89,9 +95,20 @@ def owner_header(
         str | None, Header(description="Legacy owner header, used when the preferred is absent.")
     ] = None,
 ) -> str:
-    """The lease owner: X-Instruqt-Sandbox-ID, else the legacy X-Track-ID."""
-    preferred = clean_header("X-Instruqt-Sandbox-ID", x_instruqt_sandbox_id, code="INVALID_OWNER")
-    owner = preferred or clean_header("X-Track-ID", x_track_id, code="INVALID_OWNER")
+    """The lease owner: X-Instruqt-Sandbox-ID, else the legacy X-Track-ID.
+
+    The parameters document the headers in OpenAPI; read_owner reads and checks them.
+    """
+    return read_owner(request)
+
+
+def read_owner(request: Request) -> str:
+    """The owner header, validated (400 MISSING_OWNER / INVALID_OWNER)."""
+    headers = request.headers
+    preferred = clean_header("X-Instruqt-Sandbox-ID", headers.get("x-instruqt-sandbox-id"),
+                             code="INVALID_OWNER")
+    owner = preferred or clean_header("X-Track-ID", headers.get("x-track-id"),
+                                      code="INVALID_OWNER")
     if owner is None:
         raise ApiError(
             400, "MISSING_OWNER", "send the owner in X-Instruqt-Sandbox-ID (or X-Track-ID)"

@@ -6,11 +6,20 @@ import math
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from app.allocation import AllocationRequest
-from app.api.deps import Owner, ServicesDep, TrackAuth, clean_header
+from app.api.auth import Role
+from app.api.deps import (
+    Owner,
+    ServicesDep,
+    TrackAuth,
+    authenticate,
+    clean_header,
+    get_services,
+    read_owner,
+)
 from app.api.errors import ApiError
 from app.api.schemas import (
     ExtendedSandboxOut,
@@ -47,29 +56,24 @@ def _duration_seconds(raw: str | None, max_hours: float) -> int | None:
     return max(1, int(hours * 3600))
 
 
-async def allocate(
-    request: Request,
-    services: ServicesDep,
-    principal: TrackAuth,
-    owner: Owner,
-    x_instruqt_track_id: Annotated[
-        str | None, Header(description="Lab (track) name, stored as track_name.")
-    ] = None,
-    x_sandbox_name_prefix: Annotated[
-        str | None, Header(description="Only lease sandboxes whose name starts with this.")
-    ] = None,
-    x_lab_duration_hours: Annotated[
-        str | None, Header(description="Lease length in hours (default LAB_DURATION_HOURS).")
-    ] = None,
-) -> Response:
-    """201 with a new lease, 200 with the same body when the owner already holds one."""
+async def allocate(request: Request) -> Response:
+    """201 with a new lease, 200 with the same body when the owner already holds one.
+
+    The hot path: it reads its headers itself rather than through FastAPI parameters
+    (that resolution was about half of the request's CPU); they are documented through
+    ALLOCATE_HEADERS instead.
+    """
+    services = await get_services(request)
+    principal = authenticate(request, Role.TRACK)
+    headers = request.headers
     result = await services.allocator.allocate(
         AllocationRequest(
-            owner=owner,
-            track_name=clean_header("X-Instruqt-Track-ID", x_instruqt_track_id),
-            name_prefix=clean_header("X-Sandbox-Name-Prefix", x_sandbox_name_prefix),
+            owner=read_owner(request),
+            track_name=clean_header("X-Instruqt-Track-ID", headers.get("x-instruqt-track-id")),
+            name_prefix=clean_header("X-Sandbox-Name-Prefix",
+                                     headers.get("x-sandbox-name-prefix")),
             duration_sec=_duration_seconds(
-                x_lab_duration_hours, services.settings.max_lab_duration_hours
+                headers.get("x-lab-duration-hours"), services.settings.max_lab_duration_hours
             ),
             actor=principal,
         )
@@ -77,6 +81,23 @@ async def allocate(
     request.state.outcome = "new" if result.created else "replay"
     request.state.conflicts = result.conflicts
     return _json(result.sandbox, 201 if result.created else 200, request)
+
+
+def _header_doc(name: str, description: str) -> dict[str, object]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
+
+
+ALLOCATE_HEADERS = [
+    _header_doc("X-Instruqt-Sandbox-ID", "The lab participant's id: the lease owner."),
+    _header_doc("X-Track-ID", "Legacy owner header, used when X-Instruqt-Sandbox-ID is absent."),
+    _header_doc("X-Instruqt-Track-ID", "Lab (track) name, stored as track_name."),
+    _header_doc("X-Sandbox-Name-Prefix", "Only lease sandboxes whose name starts with this."),
+    {**_header_doc("X-Lab-Duration-Hours",
+                   "Lease length in hours, in (0, MAX_LAB_DURATION_HOURS]; default "
+                   "LAB_DURATION_HOURS."),
+     "schema": {"type": "string", "pattern": r"^[0-9]*\.?[0-9]+$", "maxLength": 16}},
+]
 
 
 async def get_sandbox(
@@ -123,6 +144,7 @@ def build_router(base: str) -> APIRouter:
         status_code=201,
         response_model=SandboxOut,
         summary="Lease a sandbox to the owner (or replay the owner's live lease)",
+        openapi_extra={"parameters": ALLOCATE_HEADERS},
         responses={200: {"model": SandboxOut, "description": "Replay of the owner's live lease"},
                    **error_docs(400, 401, 403, 409, 422, 429, 503)},
     )

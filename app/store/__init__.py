@@ -44,5 +44,7 @@ def create_store(settings: Settings) -> SandboxStore:
         dynamo: SandboxStore = DynamoStore.from_settings(settings, cursors)
         return dynamo
     from app.store.sqlite import SqliteStore
+    from app.store.sqlite_batch import BatchingSqliteStore
 
-    return SqliteStore(settings.broker_sqlite_path, cursors)
+    kind = BatchingSqliteStore if settings.sqlite_batching else SqliteStore
+    return kind(settings.broker_sqlite_path, cursors)

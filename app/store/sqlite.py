@@ -21,9 +21,21 @@ from typing import Any, TypeVar
 
 from app.domain import Lease, Sandbox, Status, StoreUnavailable, check_transition
 from app.events import Event, EventDraft, EventPage, EventType, stamp
-from app.store.base import ClaimOutcome, ClaimResult, Page, SandboxFilter, Transition
+from app.store.base import ClaimResult, Page, SandboxFilter, Transition
 from app.store.cursor import CursorCodec
 from app.store.sqlite_events import EVENT_SCHEMA, insert_event, select_events
+from app.store.sqlite_rows import (
+    COLUMNS,
+    PICK_SPACE,
+    SELECT,
+    WRITABLE,
+    claim_op,
+    lease_op,
+    prefix_range,
+    to_domain,
+    to_row,
+    window_op,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -57,29 +69,6 @@ _SANDBOX_SCHEMA = (
     )""",
 )
 _SCHEMA = _SANDBOX_SCHEMA + EVENT_SCHEMA
-
-_COLUMNS = tuple(Sandbox.__dataclass_fields__)
-_PICK_SPACE = 1_000_000_007  # pick_key: a random position, so callers spread over the pool
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM sandboxes"
-_WRITABLE = frozenset(_COLUMNS) - {"sandbox_id"}
-
-
-def _to_domain(row: Sequence[Any]) -> Sandbox:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["status"] = Status(values["status"])
-    return Sandbox(**values)
-
-
-def _to_row(sandbox: Sandbox) -> tuple[Any, ...]:
-    return tuple(
-        str(getattr(sandbox, c)) if c == "status" else getattr(sandbox, c) for c in _COLUMNS
-    )
-
-
-def prefix_range(prefix: str) -> tuple[str, str]:
-    """[low, high) bounds of the names starting with `prefix` (index-friendly)."""
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
 
 class SqliteStore:
     """SandboxStore on a SQLite file (see module docstring)."""
@@ -159,73 +148,47 @@ class SqliteStore:
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1 FROM sandboxes LIMIT 1").fetchall())
 
+    async def _submit(self, op: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run one allocation-path operation: a write in its own transaction.
+
+        The batching subclass overrides this to group concurrent operations.
+        """
+        if not write:
+            return await self._run(op)
+
+        def in_transaction(conn: sqlite3.Connection) -> T:
+            with _transaction(conn):
+                return op(conn)
+
+        return await self._run(in_transaction)
+
     async def find_available(self, name_prefix: str | None, limit: int) -> list[Sandbox]:
         """A window of `limit` available sandboxes starting at a random pick_key
         (wrapping around), so concurrent callers mostly see different candidates."""
-        where, args = "status = 'available'", builtins.list[Any]()
-        if name_prefix:
-            where += " AND name >= ? AND name < ?"
-            args.extend(prefix_range(name_prefix))
-        pivot = self._rng.randrange(_PICK_SPACE)
-        upper = f"{_SELECT} WHERE {where} AND pick_key >= ? ORDER BY pick_key LIMIT ?"
-        lower = f"{_SELECT} WHERE {where} AND pick_key < ? ORDER BY pick_key LIMIT ?"
-
-        def window(conn: sqlite3.Connection) -> builtins.list[Any]:
-            rows = conn.execute(upper, [*args, pivot, limit]).fetchall()
-            if len(rows) < limit:
-                rows += conn.execute(lower, [*args, pivot, limit - len(rows)]).fetchall()
-            return rows
-
-        return [_to_domain(row) for row in await self._run(window)]
+        pivot = self._rng.randrange(PICK_SPACE)
+        return await self._submit(window_op(name_prefix, limit, pivot), write=False)
 
     async def claim(
         self, candidates: Sequence[Sandbox], lease: Lease, event: EventDraft | None = None
     ) -> ClaimResult:
         if self._schema_problem:
             raise StoreUnavailable("the store failed its integrity check; run `verify`")
-        sql = (
-            "UPDATE sandboxes SET status = 'allocated', owner = ?, track_name = ?,"
-            " allocated_at = ?, expires_at = ?, extensions = 0, updated_at = ?"
-            f" WHERE sandbox_id = ? AND status = 'available' RETURNING {', '.join(_COLUMNS)}"
-        )
-
-        def claim_first(conn: sqlite3.Connection) -> ClaimResult:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for conflicts, candidate in enumerate(candidates):
-                    args = (lease.owner, lease.track_name, lease.allocated_at,
-                            lease.expires_at, lease.allocated_at, candidate.sandbox_id)
-                    row = conn.execute(sql, args).fetchone()
-                    if row is not None:
-                        claimed = _to_domain(row)
-                        if event is not None:
-                            insert_event(conn, stamp(event, claimed))
-                        conn.execute("COMMIT")
-                        return ClaimResult(ClaimOutcome.CLAIMED, claimed, conflicts)
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK")
-                return ClaimResult(ClaimOutcome.OWNER_HAS_LEASE)
-            conn.execute("COMMIT")
-            return ClaimResult(ClaimOutcome.CONFLICT, None, len(candidates))
-
-        return await self._run(claim_first)
+        return await self._submit(claim_op(candidates, lease, event), write=True)
 
     async def get(self, sandbox_id: str) -> Sandbox | None:
-        sql = f"{_SELECT} WHERE sandbox_id = ?"
+        sql = f"{SELECT} WHERE sandbox_id = ?"
         row = await self._run(lambda conn: conn.execute(sql, (sandbox_id,)).fetchone())
-        return None if row is None else _to_domain(row)
+        return None if row is None else to_domain(row)
 
     async def get_lease(self, owner: str) -> Sandbox | None:
-        sql = f"{_SELECT} WHERE owner = ? AND status = 'allocated'"
-        row = await self._run(lambda conn: conn.execute(sql, (owner,)).fetchone())
-        return None if row is None else _to_domain(row)
+        return await self._submit(lease_op(owner), write=False)
 
     async def transition(self, change: Transition, now: int) -> Sandbox | None:
         if change.new is not change.expected:
             check_transition(change.expected, change.new)
         updates: dict[str, Any] = {**(change.changes or {}), "status": str(change.new),
                                    "updated_at": now}
-        unknown = set(updates) - _WRITABLE
+        unknown = set(updates) - WRITABLE
         if unknown:
             raise ValueError(f"not writable: {sorted(unknown)}")
         conditions = ["sandbox_id = ?", "status = ?"]
@@ -237,7 +200,7 @@ class SqliteStore:
                 conditions.append(f"{column} {op} ?")
                 args.append(value)
         sql = (f"UPDATE sandboxes SET {', '.join(f'{c} = ?' for c in updates)}"
-               f" WHERE {' AND '.join(conditions)} RETURNING {', '.join(_COLUMNS)}")
+               f" WHERE {' AND '.join(conditions)} RETURNING {', '.join(COLUMNS)}")
         params = [*updates.values(), *args]
 
         def apply(conn: sqlite3.Connection) -> Sandbox | None:
@@ -248,7 +211,7 @@ class SqliteStore:
                     return None  # e.g. re-allocating for an owner who leased again meanwhile
                 if row is None:
                     return None
-                changed = _to_domain(row)
+                changed = to_domain(row)
                 if change.event is not None:
                     insert_event(conn, stamp(change.event, changed))
                 return changed
@@ -256,14 +219,14 @@ class SqliteStore:
         return await self._run(apply)
 
     async def add(self, sandboxes: Sequence[Sandbox], event: EventDraft | None = None) -> int:
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        sql = f"INSERT OR IGNORE INTO sandboxes ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        sql = f"INSERT OR IGNORE INTO sandboxes ({', '.join(COLUMNS)}) VALUES ({placeholders})"
 
         def insert(conn: sqlite3.Connection) -> int:
             added = 0
             with _transaction(conn):
                 for sandbox in sandboxes:
-                    if conn.execute(sql, _to_row(sandbox)).rowcount:
+                    if conn.execute(sql, to_row(sandbox)).rowcount:
                         added += 1
                         if event is not None:
                             insert_event(conn, stamp(event, sandbox))
@@ -275,13 +238,13 @@ class SqliteStore:
         self, sandbox_id: str, expected: Status, event: EventDraft | None = None
     ) -> bool:
         sql = (f"DELETE FROM sandboxes WHERE sandbox_id = ? AND status = ?"
-               f" RETURNING {', '.join(_COLUMNS)}")
+               f" RETURNING {', '.join(COLUMNS)}")
 
         def delete(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
                 row = conn.execute(sql, (sandbox_id, str(expected))).fetchone()
                 if row is not None and event is not None:
-                    insert_event(conn, stamp(event, _to_domain(row)))
+                    insert_event(conn, stamp(event, to_domain(row)))
                 return row is not None
 
         return await self._run(delete)
@@ -303,11 +266,11 @@ class SqliteStore:
                 after = ""
             conditions.append("sandbox_id > ?")
             args.append(after)
-        sql = _SELECT + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+        sql = SELECT + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
         sql += " ORDER BY sandbox_id LIMIT ?"
         args.append(limit + 1)
         rows = await self._run(lambda conn: conn.execute(sql, args).fetchall())
-        items = [_to_domain(row) for row in rows[:limit]]
+        items = [to_domain(row) for row in rows[:limit]]
         more = len(rows) > limit
         next_cursor = self._cursors.encode({"after": items[-1].sandbox_id}) if more else None
         return Page(items, next_cursor)

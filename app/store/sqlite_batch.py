@@ -19,21 +19,14 @@ import builtins
 import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
-from app.domain import Lease, Sandbox, StoreUnavailable
-from app.events import EventDraft, stamp
-from app.store.base import ClaimOutcome, ClaimResult
-from app.store.sqlite import _COLUMNS, _PICK_SPACE, _SELECT, SqliteStore, _to_domain, prefix_range
-from app.store.sqlite_events import insert_event
+from app.domain import StoreUnavailable
+from app.store.sqlite import SqliteStore
 
 __all__ = ["BatchingSqliteStore"]
 
-_CLAIM_SQL = (
-    "UPDATE sandboxes SET status = 'allocated', owner = ?, track_name = ?,"
-    " allocated_at = ?, expires_at = ?, extensions = 0, updated_at = ?"
-    f" WHERE sandbox_id = ? AND status = 'available' RETURNING {', '.join(_COLUMNS)}"
-)
+T = TypeVar("T")
 
 # An operation runs on the store thread inside the batch transaction; it returns the
 # caller's answer or raises (the exception goes to that caller only, except an
@@ -85,64 +78,9 @@ class BatchingSqliteStore(SqliteStore):
                 else:
                     future.set_exception(value)
 
-    async def find_available(self, name_prefix: str | None, limit: int) -> list[Sandbox]:
-        where, args = "status = 'available'", builtins.list[Any]()
-        if name_prefix:
-            where += " AND name >= ? AND name < ?"
-            args.extend(prefix_range(name_prefix))
-        pivot = self._rng.randrange(_PICK_SPACE)
-        upper = f"{_SELECT} WHERE {where} AND pick_key >= ? ORDER BY pick_key LIMIT ?"
-        lower = f"{_SELECT} WHERE {where} AND pick_key < ? ORDER BY pick_key LIMIT ?"
-
-        def window(conn: sqlite3.Connection) -> builtins.list[Sandbox]:
-            rows = conn.execute(upper, [*args, pivot, limit]).fetchall()
-            if len(rows) < limit:
-                rows += conn.execute(lower, [*args, pivot, limit - len(rows)]).fetchall()
-            return [_to_domain(row) for row in rows]
-
-        result: list[Sandbox] = await self._batched(window)
-        return result
-
-    async def claim(
-        self, candidates: Sequence[Sandbox], lease: Lease, event: EventDraft | None = None
-    ) -> ClaimResult:
-        if self._schema_problem:
-            raise StoreUnavailable("the store failed its integrity check; run `verify`")
-        ids = [candidate.sandbox_id for candidate in candidates]
-        fixed = (lease.owner, lease.track_name, lease.allocated_at, lease.expires_at,
-                 lease.allocated_at)
-
-        def claim_first(conn: sqlite3.Connection) -> ClaimResult:
-            # A savepoint per claim: an owner conflict (or a failed event insert) undoes
-            # this claim only, never the other claims of the batch.
-            conn.execute("SAVEPOINT claim")
-            try:
-                for conflicts, sandbox_id in enumerate(ids):
-                    row = conn.execute(_CLAIM_SQL, (*fixed, sandbox_id)).fetchone()
-                    if row is not None:
-                        claimed = _to_domain(row)
-                        if event is not None:
-                            insert_event(conn, stamp(event, claimed))
-                        conn.execute("RELEASE claim")
-                        return ClaimResult(ClaimOutcome.CLAIMED, claimed, conflicts)
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK TO claim")
-                conn.execute("RELEASE claim")
-                return ClaimResult(ClaimOutcome.OWNER_HAS_LEASE)
-            conn.execute("RELEASE claim")
-            return ClaimResult(ClaimOutcome.CONFLICT, None, len(ids))
-
-        result: ClaimResult = await self._batched(claim_first)
-        return result
-
-    async def get_lease(self, owner: str) -> Sandbox | None:
-        sql = f"{_SELECT} WHERE owner = ? AND status = 'allocated'"
-
-        def read(conn: sqlite3.Connection) -> Sandbox | None:
-            row = conn.execute(sql, (owner,)).fetchone()
-            return None if row is None else _to_domain(row)
-
-        result: Sandbox | None = await self._batched(read)
+    async def _submit(self, op: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Queue the operation for the next batch (reads too: they see earlier claims)."""
+        result: T = await self._batched(op)
         return result
 
 

@@ -1,6 +1,7 @@
 """The contract suite's `store` fixture: one fresh store per test on each backend.
 
-Backends: `sqlite` (a file under tmp_path), `moto` (a moto server process) and
+Backends: `sqlite` and `sqlite_batch` (SqliteStore and its group-commit variant, on a
+file under tmp_path), `moto` (a moto server process) and
 `dynamodb_local` (Amazon DynamoDB Local); the DynamoDB ones get a fresh table each.
 """
 
@@ -13,6 +14,7 @@ import pytest
 
 from app.store.base import SandboxStore
 from app.store.sqlite import SqliteStore
+from app.store.sqlite_batch import BatchingSqliteStore
 from tests.backends.dynamo import (
     TEST_CURSORS,
     dynamo_settings,
@@ -23,7 +25,7 @@ from tests.backends.dynamo import (
 
 __all__ = ["backend", "dynamodb_local", "moto_server", "store"]
 
-BACKENDS = ("sqlite", "moto", "dynamodb_local")
+BACKENDS = ("sqlite", "sqlite_batch", "moto", "dynamodb_local")
 DYNAMO_BACKENDS = ("moto", "dynamodb_local")
 
 
@@ -38,8 +40,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def store(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[SandboxStore]:
-    if backend == "sqlite":
-        sqlite = SqliteStore(str(tmp_path / "contract.db"), TEST_CURSORS)
+    if backend.startswith("sqlite"):
+        kind = BatchingSqliteStore if backend == "sqlite_batch" else SqliteStore
+        sqlite = kind(str(tmp_path / "contract.db"), TEST_CURSORS)
         await sqlite.open()
         try:
             yield sqlite

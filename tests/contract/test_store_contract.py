@@ -360,7 +360,12 @@ async def test_job_lease_is_exclusive_until_it_expires(store: SandboxStore) -> N
 
 # -- concurrency -----------------------------------------------------------------------------
 
-CONTENDERS = {"sqlite": (300, 100), "moto": (60, 20), "dynamodb_local": (300, 100)}
+CONTENDERS = {
+    "sqlite": (300, 100),
+    "sqlite_batch": (300, 100),
+    "moto": (60, 20),
+    "dynamodb_local": (300, 100),
+}
 """(owners, sandboxes) per backend; moto is slow, so its run is small."""
 
 

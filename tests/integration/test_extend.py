@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def ext_app(make_settings: Callable[..., Settings], clock: FakeClock) -> FastAPI:
-    settings = make_settings(lab_duration_hours=2, max_extension_hours=2, max_lease_hours=6,
+def ext_app(on_backend: Callable[..., Settings], clock: FakeClock) -> FastAPI:
+    settings = on_backend(lab_duration_hours=2, max_extension_hours=2, max_lease_hours=6,
                              max_extensions=3, grace_period_minutes=0)
     return create_app(settings, clock=clock)
 
@@ -118,9 +118,9 @@ class ExpireFirst:
 
 
 async def test_extension_racing_expiry_is_refused_not_half_applied(
-    make_settings: Callable[..., Settings], clock: FakeClock
+    on_backend: Callable[..., Settings], clock: FakeClock
 ) -> None:
-    settings = make_settings(lab_duration_hours=1, grace_period_minutes=0)
+    settings = on_backend(lab_duration_hours=1, grace_period_minutes=0)
     base = create_app(settings, clock=clock)
     async for _ in started(base):
         inner = base.state.services.store

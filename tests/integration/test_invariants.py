@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 import pytest
 
+from app.config import Settings
 from app.domain import Status
 from app.store import SandboxStore
 from tests.conftest import make_sandboxes, owner_headers
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(on_backend: Callable[..., Settings]) -> Settings:
+    """Every invariant here runs on SQLite and on DynamoDB Local."""
+    return on_backend()
 
 
 async def test_300_owners_100_sandboxes_exactly_100_winners(

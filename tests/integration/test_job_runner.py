@@ -1,19 +1,18 @@
-"""The job runner's leases: two replicas (two stores on one SQLite file) run each
+"""The job runner's leases: two replicas (two stores on one database) run each
 scheduled pass once, a dead replica's lease expires, shutdown is prompt."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from app.config import Settings
 from app.domain import JobRunning
 from app.jobs import JobRunner, JobSummary, ScheduledJob
-from app.store.cursor import CursorCodec
-from app.store.sqlite import SqliteStore
+from app.store import SandboxStore, create_store
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -36,9 +35,12 @@ class CountingJob:
 
 
 @pytest.fixture
-async def two_stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
-    stores = (SqliteStore(str(tmp_path / "j.db"), CursorCodec(b"k")),
-              SqliteStore(str(tmp_path / "j.db"), CursorCodec(b"k")))
+async def two_stores(
+    on_backend: Callable[..., Settings],
+) -> AsyncIterator[tuple[SandboxStore, SandboxStore]]:
+    """Two replicas' stores on one database (a SQLite file, or one DynamoDB table)."""
+    settings = on_backend()
+    stores = (create_store(settings), create_store(settings))
     for store in stores:
         await store.open()
     yield stores
@@ -46,13 +48,13 @@ async def two_stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteS
         await store.close()
 
 
-def replica(store: SqliteStore, job: CountingJob, clock: FakeClock, name: str) -> JobRunner:
+def replica(store: SandboxStore, job: CountingJob, clock: FakeClock, name: str) -> JobRunner:
     return JobRunner(store, [ScheduledJob(job, interval_sec=60)], clock=clock,
                      lease_ttl_sec=30, holder=name)
 
 
 async def test_two_replicas_run_each_scheduled_pass_once(
-    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+    two_stores: tuple[SandboxStore, SandboxStore], clock: FakeClock
 ) -> None:
     job = CountingJob()
     a, b = (replica(s, job, clock, n) for s, n in zip(two_stores, "ab", strict=True))
@@ -67,7 +69,7 @@ async def test_two_replicas_run_each_scheduled_pass_once(
 
 
 async def test_running_pass_blocks_admin_trigger_everywhere(
-    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+    two_stores: tuple[SandboxStore, SandboxStore], clock: FakeClock
 ) -> None:
     job = CountingJob()
     a, b = (replica(s, job, clock, n) for s, n in zip(two_stores, "ab", strict=True))
@@ -83,7 +85,7 @@ async def test_running_pass_blocks_admin_trigger_everywhere(
 
 
 async def test_dead_replicas_lease_expires_and_another_takes_over(
-    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+    two_stores: tuple[SandboxStore, SandboxStore], clock: FakeClock
 ) -> None:
     job = CountingJob()
     dead_store, live_store = two_stores
@@ -97,7 +99,7 @@ async def test_dead_replicas_lease_expires_and_another_takes_over(
 
 
 async def test_loops_start_run_and_stop_promptly(
-    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+    two_stores: tuple[SandboxStore, SandboxStore], clock: FakeClock
 ) -> None:
     job = CountingJob()
     runner = JobRunner(two_stores[0], [ScheduledJob(job, interval_sec=3600)], clock=clock)
@@ -113,7 +115,7 @@ async def test_loops_start_run_and_stop_promptly(
 
 
 async def test_failing_pass_is_recorded_and_loop_survives(
-    two_stores: tuple[SqliteStore, SqliteStore], clock: FakeClock
+    two_stores: tuple[SandboxStore, SandboxStore], clock: FakeClock
 ) -> None:
     class Failing(CountingJob):
         async def run_once(self, now: int, *, force: bool = False) -> JobSummary:

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def csp_settings(make_settings: Callable[..., Settings], fake_csp: FakeCsp) -> Settings:
-    return make_settings(
+def csp_settings(on_backend: Callable[..., Settings], fake_csp: FakeCsp) -> Settings:
+    """Every job test runs on SQLite and on DynamoDB Local."""
+    return on_backend(
         broker_provider="csp", csp_base_url=fake_csp.base_url, csp_api_token=fake_csp.token,
         csp_read_timeout_sec=1.0, csp_breaker_failures=3, csp_breaker_reset_sec=0.05,
         deletion_backoff_base_sec=30, deletion_retry_max_attempts=4, cleanup_rate_per_sec=1000,
@@ -130,9 +131,9 @@ async def _release_all(client: httpx.AsyncClient, fake: FakeCsp, count: int) -> 
 
 
 async def test_csp_outage_ends_with_everything_deleted_and_nothing_failed(
-    make_settings: Callable[..., Settings], fake_csp: FakeCsp, clock: FakeClock
+    on_backend: Callable[..., Settings], fake_csp: FakeCsp, clock: FakeClock
 ) -> None:
-    settings = make_settings(
+    settings = on_backend(
         broker_provider="csp", csp_base_url=fake_csp.base_url, csp_api_token=fake_csp.token,
         csp_breaker_failures=3, csp_breaker_reset_sec=0.02, cleanup_rate_per_sec=1000,
     )  # the default attempt budget and backoff
