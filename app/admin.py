@@ -39,9 +39,12 @@ class AdminService:
         counts = await self.store.count_by_status()
         stats: dict[str, Any] = {str(status): n for status, n in counts.items()}
         stats["total"] = sum(counts.values())
-        oldest = await self.store.list(SandboxFilter(status=Status.PENDING_DELETION), 100, None)
-        ages = [int(self.clock()) - s.updated_at for s in oldest.items]
-        stats["oldest_pending_deletion_age_sec"] = max(ages) if ages else None
+        oldest: int | None = None  # every pending row is read: an admin call, not a hot path
+        async for page in rows_in(self.store, Status.PENDING_DELETION):
+            first = min(s.updated_at for s in page)
+            oldest = first if oldest is None else min(oldest, first)
+        stats["oldest_pending_deletion_age_sec"] = (
+            None if oldest is None else int(self.clock()) - oldest)
         return stats
 
     def job_health(self) -> dict[str, Any]:
@@ -57,7 +60,7 @@ class AdminService:
         return await self.runner.trigger(name, force=force)
 
     async def delete_stale_older_than(self, grace_hours: float) -> JobSummary:
-        job = StaleDeletionJob(self.store, int(grace_hours * 3600))
+        job = StaleDeletionJob(self.store, int(grace_hours * 3600), self.clock)
         return await self.runner.run_exclusive("stale_deletion", job.run_once)
 
     async def bulk_delete(
@@ -73,11 +76,12 @@ class AdminService:
             marked = 0
             async for page in rows_in(self.store, status):
                 for row in page:
+                    event = EventDraft(EventType.ADMIN_ACTION, actor, self.clock(),
+                                       f"bulk delete of {status}")
                     change = Transition(row.sandbox_id, status, Status.PENDING_DELETION,
                                         changes={"next_attempt_at": None,
                                                  "deletion_attempts": 0},
-                                        event=EventDraft(EventType.ADMIN_ACTION, actor, now,
-                                                         f"bulk delete of {status}"))
+                                        event=event)
                     marked += await self.store.transition(change, now) is not None
             return {"marked": marked}
 

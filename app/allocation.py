@@ -137,6 +137,9 @@ class Allocator:
         again = await self.get(sandbox_id, owner)  # raced another release or expiry
         if again.status in _RELEASED:
             return again
+        if again.status is Status.ALLOCATED:  # still ours: it kept changing under us
+            raise Contention("the lease changed while releasing; retry",
+                             retry_after=self._policy.contention_retry_after)
         raise NotSandboxOwner("this sandbox is not leased to you")
 
     async def extend(

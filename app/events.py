@@ -58,7 +58,11 @@ class EventPage:
 
 
 def stamp(draft: EventDraft, sandbox: Sandbox) -> Event:
-    """The full event for `draft` about `sandbox` (as it is after the change)."""
+    """The full event for `draft` about `sandbox` (as it is after the change).
+
+    The id sorts by the draft's time, so callers stamp `at` when they write (not when
+    a long job pass began): a feed ordered by id must not receive old ids late.
+    """
     return Event(
         event_id=f"{int(draft.at * 1000):013d}-{uuid.uuid4().hex[:16]}",
         at=draft.at,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
@@ -72,17 +72,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await store.open()
-        runner.start()
-        history.start()
-        try:
+        # Teardown runs in reverse order, every step even if an earlier one fails.
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(webhook_client.aclose)
+            stack.push_async_callback(provider.close)
+            await store.open()
+            stack.push_async_callback(store.close)
+            runner.start()
+            stack.push_async_callback(runner.stop)
+            history.start()
+            stack.push_async_callback(history.stop)
             yield
-        finally:
-            await history.stop()
-            await runner.stop()
-            await provider.close()
-            await webhook_client.aclose()
-            await store.close()
 
     app = FastAPI(
         title="sandbox-broker",

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
 from app.api.deps import ServicesDep
 from app.api.errors import error_response
-from app.domain import StoreUnavailable
 
 __all__ = ["router"]
 
+log = logging.getLogger("broker.health")
 router = APIRouter(tags=["health"])
 
 
@@ -27,7 +29,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(services: ServicesDep) -> Response:
     try:
         await services.store.ping()
-    except StoreUnavailable:
+    except Exception:  # whatever the cause, not ready; the text stays in our logs only
+        log.warning("readiness check failed", exc_info=True)
         return error_response(
             503, "STORE_UNAVAILABLE", "the store is not reachable",
             headers={"Retry-After": str(services.settings.store_unavailable_retry_after_sec)},

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from app.allocation import AllocationRequest
@@ -20,7 +21,6 @@ from app.api.deps import (
     get_services,
     read_owner,
 )
-from app.api.errors import ApiError
 from app.api.schemas import (
     ExtendedSandboxOut,
     ExtendRequest,
@@ -50,9 +50,10 @@ def _duration_seconds(raw: str | None, max_hours: float) -> int | None:
     except ValueError:
         hours = math.nan
     if not (0 < hours <= max_hours):
-        raise ApiError(
-            422, "VALIDATION_ERROR", f"X-Lab-Duration-Hours must be a number in (0, {max_hours}]"
-        )
+        raise RequestValidationError([{
+            "loc": ("header", "X-Lab-Duration-Hours"), "type": "value_error",
+            "msg": f"must be a number of hours in (0, {max_hours:g}]",
+        }])
     return max(1, int(hours * 3600))
 
 

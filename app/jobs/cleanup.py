@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from app.domain import Sandbox, Status
+from app.domain import Clock, Sandbox, Status
 from app.events import EventDraft, EventType
 from app.jobs.base import JobSummary, rows_in
 from app.providers.base import DeleteOutcome, DeleteResult, Provider
@@ -47,10 +47,6 @@ def backoff_seconds(
     return max(1, int(max(delay, retry_after or 0)))
 
 
-def _event(kind: EventType, now: int, reason: str) -> EventDraft:
-    return EventDraft(kind, "job:cleanup", now, reason)
-
-
 class _Pacer:
     """Spaces provider calls at most `rate` per second across concurrent workers."""
 
@@ -70,17 +66,20 @@ class _Pacer:
 
 class CleanupJob:
     name = "cleanup"
+    lease_group = "pool"  # never overlaps sync (see SyncJob)
 
     def __init__(
         self,
         store: SandboxStore,
         provider: Provider,
         policy: CleanupPolicy,
+        clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._provider = provider
         self._policy = policy
+        self._clock = clock
         self._rng = rng or random.Random()
 
     async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
@@ -97,9 +96,17 @@ class CleanupJob:
                 await pacer.wait()
                 counts[await self._delete(sandbox, now)] += 1
 
-        await asyncio.gather(*(one(s) for s in due))
+        # Every delete finishes (or fails) before the pass ends and its lease is freed.
+        results = await asyncio.gather(*(one(s) for s in due), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            log.warning("cleanup pass had errors", extra={"fields": {"errors": len(errors)}})
+            raise errors[0]
         return {key: counts[key] for key in
                 ("deleted", "retried", "failed", "reclaimed", "not_attempted", "lost")}
+
+    def _event(self, kind: EventType, reason: str) -> EventDraft:
+        return EventDraft(kind, "job:cleanup", self._clock(), reason)
 
     async def _reclaim_abandoned(self, now: int) -> int:
         """Deleting rows whose claim deadline passed belonged to a pass that died."""
@@ -109,7 +116,7 @@ class CleanupJob:
                 if row.next_attempt_at is not None and row.next_attempt_at <= now:
                     change = Transition(row.sandbox_id, Status.DELETING, Status.PENDING_DELETION,
                                         changes={"next_attempt_at": None},
-                                        event=_event(EventType.DELETION_RETRY, now,
+                                        event=self._event(EventType.DELETION_RETRY,
                                                      "an earlier pass died mid-deletion"))
                     reclaimed += await self._store.transition(change, now) is not None
         return reclaimed
@@ -130,7 +137,7 @@ class CleanupJob:
             return "lost"  # someone else moved it (admin, another pass)
         result = await self._provider.delete_sandbox(claimed)
         if result.outcome in (DeleteOutcome.DELETED, DeleteOutcome.ALREADY_GONE):
-            event = _event(EventType.DELETED, now, result.outcome.value)
+            event = self._event(EventType.DELETED, result.outcome.value)
             await self._store.remove(claimed.sandbox_id, Status.DELETING, event)
             return "deleted"
         return await self._record_failure(claimed, result, now)
@@ -149,7 +156,7 @@ class CleanupJob:
             change = Transition(sandbox.sandbox_id, Status.DELETING, Status.DELETION_FAILED,
                                 changes={"deletion_attempts": attempts, "last_error": reason,
                                          "next_attempt_at": None},
-                                event=_event(EventType.DELETION_FAILED, now, reason))
+                                event=self._event(EventType.DELETION_FAILED, reason))
             await self._store.transition(change, now)
             log.warning("deletion failed", extra={"fields": {
                 "sandbox_id": sandbox.sandbox_id, "attempts": attempts, "reason": reason}})
@@ -158,7 +165,7 @@ class CleanupJob:
         change = Transition(sandbox.sandbox_id, Status.DELETING, Status.PENDING_DELETION,
                             changes={"deletion_attempts": attempts, "last_error": reason,
                                      "next_attempt_at": now + delay},
-                            event=_event(EventType.DELETION_RETRY, now,
+                            event=self._event(EventType.DELETION_RETRY,
                                          f"attempt {attempts} failed: {reason}"))
         await self._store.transition(change, now)
         return "retried"

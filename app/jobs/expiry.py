@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.domain import Status
+from app.domain import Clock, Status
 from app.events import EventDraft, EventType
 from app.jobs.base import JobSummary, rows_in
 from app.store.base import SandboxStore, Transition
@@ -17,9 +17,10 @@ class ExpiryJob:
 
     name = "auto_expire"
 
-    def __init__(self, store: SandboxStore, grace_seconds: int) -> None:
+    def __init__(self, store: SandboxStore, grace_seconds: int, clock: Clock) -> None:
         self._store = store
         self._grace = grace_seconds
+        self._clock = clock
 
     async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
         cutoff = now - self._grace
@@ -31,7 +32,7 @@ class ExpiryJob:
                 change = Transition(
                     lease.sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION,
                     owner=lease.owner, expires_at_max=cutoff,
-                    event=EventDraft(EventType.EXPIRED, "job:auto_expire", now,
+                    event=EventDraft(EventType.EXPIRED, "job:auto_expire", self._clock(),
                                      f"expired at {lease.expires_at}"),
                 )
                 expired += await self._store.transition(change, now) is not None

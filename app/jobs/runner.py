@@ -131,24 +131,59 @@ class JobRunner:
                 await asyncio.wait_for(self._stopping.wait(), timeout=max(0.01, delay))
 
     async def _run_leased(self, name: str, one_pass: Pass) -> JobSummary | None:
-        lease = f"run:{name}"
-        if not await self._store.acquire_job_lease(lease, self.holder, self._ttl, self._clock()):
+        """Run the pass while holding `run:<lease group>`; None if someone holds it.
+
+        The holder id is fresh for every pass, so a pass is never re-entered, not even
+        by this replica. If the lease cannot be renewed before it expires, the pass is
+        cancelled: another replica may take it over, and two must never run at once.
+        """
+        lease = f"run:{self._lease_group(name)}"
+        holder = f"{self.holder}:{uuid.uuid4().hex[:8]}"
+        if not await self._store.acquire_job_lease(lease, holder, self._ttl, self._clock()):
             return None
-        heartbeat = asyncio.create_task(self._heartbeat(lease))
+        lost = asyncio.Event()
+        work = asyncio.create_task(self._run_recorded(name, one_pass))
+        heartbeat = asyncio.create_task(self._heartbeat(lease, holder, work, lost))
         try:
-            return await self._run_recorded(name, one_pass)
+            return await work
+        except asyncio.CancelledError:
+            if not lost.is_set():
+                raise  # we are being shut down
+            self.records[name].outcome = "lease_lost"
+            raise JobRunning(f"job {name} lost its lease mid-pass and stopped",
+                             retry_after=5) from None
         finally:
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            work.cancel()
+            await asyncio.gather(heartbeat, work, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await self._store.release_job_lease(lease, self.holder)
+                await self._store.release_job_lease(lease, holder)
 
-    async def _heartbeat(self, lease: str) -> None:
+    async def _heartbeat(
+        self, lease: str, holder: str, work: asyncio.Task[JobSummary], lost: asyncio.Event
+    ) -> None:
+        """Renew the lease every third of its TTL; stop the pass once it may be gone."""
+        held_until = time.monotonic() + self._ttl
         while True:
             await asyncio.sleep(self._ttl / 3)
-            if not await self._store.acquire_job_lease(lease, self.holder, self._ttl,
-                                                       self._clock()):
-                log.error("job lease lost", extra={"fields": {"lease": lease}})
+            try:
+                renewed = await self._store.acquire_job_lease(lease, holder, self._ttl,
+                                                              self._clock())
+            except Exception:  # a store blip: keep trying while the lease still holds
+                renewed = None
+            if renewed:
+                held_until = time.monotonic() + self._ttl
+                continue
+            if renewed is False or time.monotonic() >= held_until - self._ttl / 6:
+                log.error("job lease lost; stopping the pass", extra={"fields": {
+                    "lease": lease}})
+                lost.set()
+                work.cancel()
+                return
+
+    def _lease_group(self, name: str) -> str:
+        scheduled = self._jobs.get(name)
+        return getattr(scheduled.job, "lease_group", name) if scheduled else name
 
     async def _run_recorded(self, name: str, one_pass: Pass) -> JobSummary:
         record = self.records.setdefault(name, JobRecord(name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.domain import Status
+from app.domain import Clock, Status
 from app.events import EventDraft, EventType
 from app.jobs.base import JobSummary, rows_in
 from app.store.base import SandboxStore
@@ -16,9 +16,10 @@ class StaleDeletionJob:
 
     name = "stale_deletion"
 
-    def __init__(self, store: SandboxStore, grace_seconds: int) -> None:
+    def __init__(self, store: SandboxStore, grace_seconds: int, clock: Clock) -> None:
         self._store = store
         self.grace_seconds = grace_seconds
+        self._clock = clock
 
     async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
         return await self.remove_older_than(now, self.grace_seconds)
@@ -28,7 +29,7 @@ class StaleDeletionJob:
         async for page in rows_in(self._store, Status.STALE):
             for row in page:
                 if row.updated_at + grace_seconds <= now:
-                    event = EventDraft(EventType.DELETED, "job:stale_deletion", now,
+                    event = EventDraft(EventType.DELETED, "job:stale_deletion", self._clock(),
                                        "stale record removed")
                     removed += await self._store.remove(row.sandbox_id, Status.STALE, event)
         return {"removed": removed}

@@ -30,6 +30,9 @@ class SyncJob:
     available. Every write is conditional on the status this pass read."""
 
     name = "sync"
+    # Sync and cleanup never overlap: otherwise sync could re-add, as available, a
+    # sandbox that cleanup deleted after sync had listed it.
+    lease_group = "pool"
 
     def __init__(
         self, store: SandboxStore, provider: Provider, max_stale_fraction: float, clock: Clock
@@ -44,28 +47,32 @@ class SyncJob:
         available = [s async for page in rows_in(self._store, Status.AVAILABLE) for s in page]
         stale = [s async for page in rows_in(self._store, Status.STALE) for s in page]
         missing = [s for s in available if s.sandbox_id not in listed]
-        pool = sum((await self._store.count_by_status()).values())
-        if missing and not force and len(missing) > self._max_stale_fraction * pool:
+        # The guard's pool is what sync manages (available + stale rows, and what the
+        # answer lists): leased rows must not dilute it. An empty answer is an outage.
+        managed = len({s.sandbox_id for s in available + stale} | listed.keys())
+        if missing and not force and (
+            not listed or len(missing) > self._max_stale_fraction * managed
+        ):
             log.warning("sync refused", extra={"fields": {
-                "would_stale": len(missing), "pool": pool, "listed": len(listed)}})
+                "would_stale": len(missing), "pool": managed, "listed": len(listed)}})
             raise SyncRefused(
-                f"the provider's answer would stale {len(missing)} of {pool} sandboxes"
+                f"the provider's answer would stale {len(missing)} of {managed} sandboxes"
             )
         added = await self._store.add(
             [_new_row(p, now) for p in listed.values()],
-            EventDraft(EventType.SYNCED, ACTOR, now, "new at the provider"),
+            EventDraft(EventType.SYNCED, ACTOR, self._clock(), "new at the provider"),
         )
         staled = 0
         for sandbox in missing:
             change = Transition(sandbox.sandbox_id, Status.AVAILABLE, Status.STALE,
-                                event=EventDraft(EventType.STALED, ACTOR, now,
+                                event=EventDraft(EventType.STALED, ACTOR, self._clock(),
                                                  "missing from the provider's list"))
             staled += await self._store.transition(change, now) is not None
         revived = 0
         for sandbox in stale:
             if sandbox.sandbox_id in listed:
                 change = Transition(sandbox.sandbox_id, Status.STALE, Status.AVAILABLE,
-                                    event=EventDraft(EventType.SYNCED, ACTOR, now,
+                                    event=EventDraft(EventType.SYNCED, ACTOR, self._clock(),
                                                      "listed by the provider again"))
                 revived += await self._store.transition(change, now) is not None
         return {"listed": len(listed), "synced": added, "staled": staled, "revived": revived}

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aioboto3
 from aiobotocore.config import AioConfig
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.domain import StoreUnavailable
@@ -53,7 +54,15 @@ _UNAVAILABLE_CODES = frozenset({
 _UNAVAILABLE_REASONS = frozenset({
     "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded",
 })
+log = logging.getLogger("broker.store.dynamodb")
 _MULTI_TABLE = frozenset({"transact_write_items", "batch_write_item"})
+# The only errors a caller judges itself; every other one (credentials, permissions,
+# a missing table, …) means the store cannot serve: 503, never a 500.
+_CALLER_CODES = frozenset({
+    "ConditionalCheckFailedException", "TransactionCanceledException",
+    "TransactionConflictException",
+    "ResourceInUseException", "ValidationException",
+})
 _ACTIVE_POLL_SEC = 0.2
 _ACTIVE_POLLS = 600
 _EXPECTED_REASONS = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
@@ -184,10 +193,15 @@ class DynamoClient:
                 response: dict[str, Any] = await method(**params)
         except ClientError as exc:
             reasons = {str(r.get("Code")) for r in exc.response.get("CancellationReasons") or []}
-            if error_code(exc) in _UNAVAILABLE_CODES or _UNAVAILABLE_REASONS & reasons:
+            code = error_code(exc)
+            if code in _UNAVAILABLE_CODES or _UNAVAILABLE_REASONS & reasons:
+                raise self.unavailable() from exc
+            if code not in _CALLER_CODES:
+                log.warning("DynamoDB refused the call", extra={"fields": {
+                    "operation": operation, "code": code}})
                 raise self.unavailable() from exc
             raise
-        except (BotoConnectionError, HTTPClientError, TimeoutError) as exc:
+        except (BotoConnectionError, HTTPClientError, BotoCoreError, TimeoutError) as exc:
             raise self.unavailable() from exc
         return response
 

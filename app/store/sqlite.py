@@ -91,15 +91,19 @@ class SqliteStore:
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
-            assert self._conn is not None, "store is not open"
+            if self._conn is None:
+                raise StoreUnavailable("the store is not open", retry_after=1)
             try:
                 return fn(self._conn)
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:  # locked, I/O error, malformed file, …
                 if self._conn.in_transaction:
                     self._conn.rollback()
                 raise StoreUnavailable("the store did not answer", retry_after=1) from exc
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except RuntimeError as exc:  # the executor is shut down: the store was closed
+            raise StoreUnavailable("the store is closed", retry_after=1) from exc
 
     async def open(self) -> None:
         """Connect and create the schema; a second call is a no-op."""
@@ -172,7 +176,8 @@ class SqliteStore:
         self, candidates: Sequence[Sandbox], lease: Lease, event: EventDraft | None = None
     ) -> ClaimResult:
         if self._schema_problem:
-            raise StoreUnavailable("the store failed its integrity check; run `verify`")
+            raise StoreUnavailable("the store failed its integrity check; run `verify`",
+                                   retry_after=60)
         return await self._submit(claim_op(candidates, lease, event), write=True)
 
     async def get(self, sandbox_id: str) -> Sandbox | None:

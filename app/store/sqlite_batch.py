@@ -29,8 +29,8 @@ __all__ = ["BatchingSqliteStore"]
 T = TypeVar("T")
 
 # An operation runs on the store thread inside the batch transaction; it returns the
-# caller's answer or raises (the exception goes to that caller only, except an
-# OperationalError, which aborts the whole batch).
+# caller's answer or raises (the exception goes to that caller only, except a
+# DatabaseError, which aborts the whole batch).
 _Op = Callable[[sqlite3.Connection], Any]
 
 
@@ -94,7 +94,7 @@ def _execute(
         for op, _ in batch:
             try:
                 outcomes.append((True, op(conn)))
-            except sqlite3.OperationalError:
+            except sqlite3.DatabaseError:
                 raise  # the connection or the lock is in trouble: abort the whole batch
             except Exception as exc:
                 outcomes.append((False, exc))

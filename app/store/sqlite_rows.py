@@ -51,7 +51,10 @@ def to_row(sandbox: Sandbox) -> tuple[Any, ...]:
 
 def prefix_range(prefix: str) -> tuple[str, str]:
     """[low, high) bounds of the names starting with `prefix` (index-friendly)."""
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    head = prefix.rstrip("\U0010ffff")  # the last code point has no successor
+    if not head:
+        return prefix, "\U0010ffff" * (len(prefix) + 1)
+    return prefix, head[:-1] + chr(ord(head[-1]) + 1)
 
 
 def window_op(
@@ -98,6 +101,10 @@ def claim_op(
             conn.execute("ROLLBACK TO claim")
             conn.execute("RELEASE claim")
             return ClaimResult(ClaimOutcome.OWNER_HAS_LEASE)
+        except BaseException:  # nothing of a failed claim may commit with the batch
+            conn.execute("ROLLBACK TO claim")
+            conn.execute("RELEASE claim")
+            raise
         conn.execute("RELEASE claim")
         return ClaimResult(ClaimOutcome.CONFLICT, None, len(ids))
 

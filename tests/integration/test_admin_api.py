@@ -122,8 +122,8 @@ async def test_auto_delete_stale_needs_non_negative_grace(seeded: httpx.AsyncCli
 
 
 async def test_job_running_is_409(client: httpx.AsyncClient, store: SandboxStore) -> None:
-    assert await store.acquire_job_lease("run:cleanup", "someone-else", 60, 1e12)
-    r = await client.post("/v1/admin/cleanup", headers=ADMIN)
+    assert await store.acquire_job_lease("run:pool", "someone-else", 60, 1e12)
+    r = await client.post("/v1/admin/cleanup", headers=ADMIN)  # cleanup's group is "pool"
     assert r.status_code == 409 and r.json()["detail"]["code"] == "JOB_RUNNING"
     assert "Retry-After" in r.headers
 
@@ -143,3 +143,9 @@ async def test_job_health_lists_last_passes(seeded: httpx.AsyncClient) -> None:
     assert after["auto_expire"]["outcome"] == "ok"
     assert after["auto_expire"]["summary"] == {"expired": 0}
     assert after["auto_expire"]["duration_sec"] >= 0
+
+
+async def test_prefix_with_the_last_code_point_is_not_a_500(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/admin/sandboxes", headers=ADMIN,
+                         params={"name_prefix": "lab-\U0010ffff"})
+    assert r.status_code == 200 and r.json()["sandboxes"] == []

@@ -125,7 +125,7 @@ async def test_extension_racing_expiry_is_refused_not_half_applied(
     async for _ in started(base):
         inner = base.state.services.store
         await inner.add(make_sandboxes(2))
-        racing = ExpireFirst(inner, ExpiryJob(inner, 0), clock)
+        racing = ExpireFirst(inner, ExpiryJob(inner, 0, clock), clock)
         async for client in started(create_app(settings, store=racing, clock=clock)):
             held = await lease(client)
             refused = await extend(client, held["sandbox_id"], 1)

@@ -135,3 +135,33 @@ async def test_failing_pass_is_recorded_and_loop_survives(
     await runner.stop()
     assert job.passes >= 3 and runner.records["count"].outcome == "error"
     assert ("count", "error") in seen
+
+
+async def test_one_replica_never_runs_a_pass_twice_at_once(
+    two_stores: tuple[SandboxStore, SandboxStore], clock: FakeClock
+) -> None:
+    job = CountingJob()
+    runner = replica(two_stores[0], job, clock, "a")
+    job.release.clear()
+    first = asyncio.create_task(runner.trigger("count"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(JobRunning):  # same replica, same job: no re-entry
+        await runner.trigger("count")
+    job.release.set()
+    assert await first == {"passes": 1}
+
+
+async def test_a_pass_that_loses_its_lease_is_stopped(
+    two_stores: tuple[SandboxStore, SandboxStore], clock: FakeClock
+) -> None:
+    job = CountingJob()
+    runner = JobRunner(two_stores[0], [ScheduledJob(job, interval_sec=60)], clock=clock,
+                       lease_ttl_sec=0.3, holder="slow")
+    job.release.clear()  # the pass hangs
+    running = asyncio.create_task(runner.trigger("count"))
+    await asyncio.sleep(0.05)
+    clock.advance(1)  # its lease expires in the store's eyes…
+    assert await two_stores[1].acquire_job_lease("run:count", "other", 30, clock.now)
+    with pytest.raises(JobRunning, match="lost its lease"):  # …so it must stop
+        await asyncio.wait_for(running, timeout=5)
+    assert runner.records["count"].outcome == "lease_lost"

@@ -92,6 +92,29 @@ async def test_empty_answer_stales_nothing_unless_forced(
     assert (await admin_post(admin_client, "sync", force="true"))["staled"] == 10
 
 
+async def test_empty_answer_with_most_of_the_pool_leased_stales_nothing(
+    admin_client: httpx.AsyncClient, fake_csp: FakeCsp
+) -> None:
+    for i in range(10):
+        fake_csp.add_account(f"lab-{i:02d}")
+    await admin_post(admin_client, "sync")
+    for i in range(8):
+        await admin_client.post("/v1/allocate", headers=owner_headers(f"busy-{i}"))
+    fake_csp.empty_list = True
+    refused = await admin_client.post("/v1/admin/sync", headers=ADMIN)
+    assert refused.status_code == 409  # 2 of 10 looked small, but empty is an outage
+    assert (await stats(admin_client))["available"] == 2
+
+
+async def test_sync_and_cleanup_never_overlap(
+    admin_client: httpx.AsyncClient, app_store: SandboxStore
+) -> None:
+    assert await app_store.acquire_job_lease("run:pool", "a-running-cleanup", 60, 1e12)
+    for path in ("sync", "cleanup"):
+        r = await admin_client.post(f"/v1/admin/{path}", headers=ADMIN)
+        assert r.status_code == 409 and r.json()["detail"]["code"] == "JOB_RUNNING"
+
+
 async def test_provider_outage_on_sync_is_503_not_500(
     admin_client: httpx.AsyncClient, fake_csp: FakeCsp
 ) -> None:

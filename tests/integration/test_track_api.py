@@ -87,7 +87,10 @@ async def test_lab_duration_header_sets_expiry(seeded: httpx.AsyncClient) -> Non
 async def test_out_of_range_duration_is_422(seeded: httpx.AsyncClient, value: str) -> None:
     r = await seeded.post("/v1/allocate",
                           headers=owner_headers("d2", **{"X-Lab-Duration-Hours": value}))
-    assert_envelope(r, 422, "VALIDATION_ERROR")
+    detail = assert_envelope(r, 422, "VALIDATION_ERROR")
+    assert detail["errors"] == [{"loc": ["header", "X-Lab-Duration-Hours"],
+                                 "msg": "must be a number of hours in (0, 24]",
+                                 "type": "value_error"}]
 
 
 @pytest.mark.parametrize(
@@ -200,3 +203,27 @@ async def test_expired_lease_is_not_replayed(
         old = await client.get(f"/v1/sandboxes/{first.json()['sandbox_id']}",
                                headers=owner_headers("late"))
         assert old.json()["status"] == "pending_deletion"
+
+
+class BrokenStore:
+    """A store whose every call fails in a way no adapter maps (a bug, a dead disk)."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def ping(self) -> None:
+        raise RuntimeError("secret-internal-detail")
+
+
+async def test_readyz_is_503_whatever_the_failure(make_settings: Callable[..., Settings]) -> None:
+    base = create_app(make_settings())
+    async for _ in started(base):
+        broken = BrokenStore(base.state.services.store)
+        app = create_app(make_settings(), store=broken)  # type: ignore[arg-type]
+        async for client in started(app):
+            r = await client.get("/readyz")
+            assert_envelope(r, 503, "STORE_UNAVAILABLE")
+            assert "secret-internal-detail" not in r.text
