@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.domain import Clock, InvalidInput, Status
-from app.events import EventDraft, EventType
+from app.events import EventDraft, EventPage, EventType
 from app.jobs import JobRunner, JobSummary, StaleDeletionJob
 from app.jobs.base import rows_in
 from app.providers.base import Provider
@@ -55,6 +55,16 @@ class AdminService:
             for r in self.runner.records.values()
         ]
         return {"jobs": jobs, "provider_breaker": self.provider.breaker_state()}
+
+    async def timeline(self, sandbox_id: str, cursor: str | None, limit: int) -> EventPage:
+        """One sandbox's events, oldest first (also after its row is gone)."""
+        return await self.store.list_events(sandbox_id, None, cursor, limit)
+
+    async def event_feed(
+        self, types: frozenset[EventType] | None, since: str | None, limit: int
+    ) -> EventPage:
+        """Every event in commit order after `since` (a cursor from an earlier page)."""
+        return await self.store.list_events(None, types, since, limit)
 
     async def run_job(self, name: str, *, force: bool = False) -> JobSummary:
         return await self.runner.trigger(name, force=force)

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from app.api.deps import AdminAuth, ServicesDep
+from app.api.admin import Admin
+from app.api.deps import AdminAuth
 from app.api.schemas import error_docs
 from app.events import Event, EventType
 
@@ -41,7 +42,7 @@ Cursor = Annotated[str | None, Query(max_length=2048)]
 
 
 async def sandbox_events(
-    services: ServicesDep,
+    admin: Admin,
     _: AdminAuth,
     sandbox_id: Annotated[str, Path(min_length=1, max_length=128,
                                     pattern=r"^[^\x00-\x1f\x7f]+$")],
@@ -49,12 +50,12 @@ async def sandbox_events(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """The sandbox's timeline, oldest first (also after its row is gone)."""
-    page = await services.store.list_events(sandbox_id, None, cursor, limit)
+    page = await admin.timeline(sandbox_id, cursor, limit)
     return _body(page.events, page.next_cursor)
 
 
 async def event_feed(
-    services: ServicesDep,
+    admin: Admin,
     _: AdminAuth,
     since: Cursor = None,
     type: Annotated[list[EventType] | None, Query()] = None,
@@ -62,7 +63,7 @@ async def event_feed(
 ) -> dict[str, Any]:
     """Every event in commit order after `since`; pass `next_cursor` back to resume."""
     types = frozenset(type) if type else None
-    page = await services.store.list_events(None, types, since, limit)
+    page = await admin.event_feed(types, since, limit)
     return _body(page.events, page.next_cursor)
 
 
