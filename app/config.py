@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     deletion_retry_max_attempts: int = Field(default=8, ge=1)
     deletion_backoff_base_sec: float = Field(default=30, gt=0)
     deletion_backoff_max_sec: float = Field(default=3600, gt=0)
+    # A sandbox deleted at the provider is not re-added by sync for this long, even if
+    # the provider still lists it (its list may lag its deletes).
+    deleted_tombstone_hours: float = Field(default=24, ge=0)
     auto_expiry_enabled: bool = True
     auto_expiry_interval_sec: float = Field(default=300, gt=0)
     stale_deletion_enabled: bool = True

@@ -39,6 +39,7 @@ def cleanup_policy(settings: Settings) -> CleanupPolicy:
         max_attempts=settings.deletion_retry_max_attempts,
         backoff_base_sec=settings.deletion_backoff_base_sec,
         backoff_max_sec=settings.deletion_backoff_max_sec,
+        tombstone_sec=int(settings.deleted_tombstone_hours * 3600),
     )
 
 

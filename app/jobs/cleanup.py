@@ -36,6 +36,7 @@ class CleanupPolicy:
     max_attempts: int = 8
     backoff_base_sec: float = 30.0
     backoff_max_sec: float = 3600.0
+    tombstone_sec: int = 86400  # how long sync may not bring a deleted sandbox back
 
 
 def backoff_seconds(
@@ -138,7 +139,8 @@ class CleanupJob:
         result = await self._provider.delete_sandbox(claimed)
         if result.outcome in (DeleteOutcome.DELETED, DeleteOutcome.ALREADY_GONE):
             event = self._event(EventType.DELETED, result.outcome.value)
-            await self._store.remove(claimed.sandbox_id, Status.DELETING, event)
+            await self._store.remove(claimed.sandbox_id, Status.DELETING, event,
+                                     tombstone_until=now + self._policy.tombstone_sec)
             return "deleted"
         return await self._record_failure(claimed, result, now)
 

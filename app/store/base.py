@@ -111,12 +111,24 @@ class SandboxStore(Protocol):
         """Apply the change if its conditions hold; the new row, else None."""
 
     async def add(self, sandboxes: Sequence[Sandbox], event: EventDraft | None = None) -> int:
-        """Insert sandboxes that do not exist yet (one event each); return how many."""
+        """Insert sandboxes that do not exist yet (one event each); return how many.
+
+        A sandbox whose tombstone is still in force at its `updated_at` is not added.
+        """
 
     async def remove(
-        self, sandbox_id: str, expected: Status, event: EventDraft | None = None
+        self,
+        sandbox_id: str,
+        expected: Status,
+        event: EventDraft | None = None,
+        tombstone_until: int | None = None,
     ) -> bool:
-        """Delete the row if it is still in `expected`; True if it was deleted."""
+        """Delete the row if it is still in `expected`; True if it was deleted.
+
+        With `tombstone_until`, atomically leave a tombstone that keeps `add` from
+        bringing the sandbox back before then (it was deleted at the provider, which
+        may still list it for a while).
+        """
 
     async def list(self, where: SandboxFilter, limit: int, cursor: str | None) -> Page:
         """One page of sandboxes in a stable order, resumable from `cursor`."""

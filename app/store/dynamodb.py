@@ -41,6 +41,7 @@ from app.store.dynamodb_rows import (
     s_value,
     sandbox_key,
     status_pk,
+    tombstone_key,
 )
 from app.store.dynamodb_schema import (
     AVAIL_INDEX,
@@ -240,12 +241,20 @@ class DynamoStore(DynamoWriter):
         return added
 
     async def remove(
-        self, sandbox_id: str, expected: Status, event: EventDraft | None = None
+        self,
+        sandbox_id: str,
+        expected: Status,
+        event: EventDraft | None = None,
+        tombstone_until: int | None = None,
     ) -> bool:
-        if expected is Status.ALLOCATED or event is not None:
-            # The owner item, and the event about the row, go in the same transaction.
+        if expected is Status.ALLOCATED or event is not None or tombstone_until is not None:
+            # The owner item, the event and the tombstone go in the same transaction.
+            extra = [] if tombstone_until is None else [{"Put": {
+                "TableName": self.table_name,
+                "Item": {**tombstone_key(sandbox_id),
+                         TTL_ATTRIBUTE: {"N": str(tombstone_until)}}}}]
             removed = await self._write_checked(
-                sandbox_id, lambda current: current.status is expected, None, event
+                sandbox_id, lambda current: current.status is expected, None, event, extra
             )
             return removed is not None
         expr = Expr()

@@ -38,6 +38,7 @@ __all__ = [
     "shard_of",
     "status_pk",
     "to_item",
+    "tombstone_key",
 ]
 
 # {"S": "x"} / {"N": "1"}: plain dicts, as boto's TypedDicts fight dynamic building.
@@ -73,6 +74,11 @@ def sandbox_key(sandbox_id: str) -> Item:
 
 def owner_key(owner: str) -> Item:
     return {"PK": {"S": f"OWNER#{owner}"}, "SK": {"S": OWNER_SK}}
+
+
+def tombstone_key(sandbox_id: str) -> Item:
+    """A deleted sandbox's tombstone (see SandboxStore.remove)."""
+    return {"PK": {"S": f"TOMB#{sandbox_id}"}, "SK": {"S": "TOMB"}}
 
 
 def job_key(job: str) -> Item:

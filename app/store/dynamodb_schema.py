@@ -10,6 +10,7 @@ Layout (single table):
 - job lease    PK=LEASE#<job>   SK=JOB    holder, expires_at, TTL attribute
 - event        PK=EVT#<sandbox> SK=<event_id> one sandbox's timeline, in event_id order
 - checkpoint   PK=CKPT#<name>   SK=CKPT   a feed consumer's saved position
+- tombstone    PK=TOMB#<id>     SK=TOMB   a deleted sandbox sync must not re-add (TTL)
 
 Indexes (both sparse, both sharded by a stable hash of sandbox_id so that no single
 index partition takes every write):

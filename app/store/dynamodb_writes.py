@@ -8,7 +8,7 @@ version counter, retrying briefly if the row moved in between.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -28,7 +28,9 @@ from app.store.dynamodb_rows import (
     s_value,
     sandbox_key,
     to_item,
+    tombstone_key,
 )
+from app.store.dynamodb_schema import TTL_ATTRIBUTE
 
 __all__ = ["DynamoWriter"]
 
@@ -72,6 +74,7 @@ class DynamoWriter(DynamoClient):
         accept: Callable[[Sandbox], bool],
         updates: Mapping[str, Any] | None,
         event: EventDraft | None = None,
+        extra: Sequence[dict[str, Any]] = (),
     ) -> Sandbox | None:
         """Read, check, write on the version read (None `updates` deletes the row),
         with the event about the row as written (or as deleted) in the same write.
@@ -86,6 +89,7 @@ class DynamoWriter(DynamoClient):
             current, version = found
             new = None if updates is None else current.evolve(**updates)
             with_event = [] if event is None else [self._event_put(event, new or current)]
+            with_event.extend(extra)
             outcome = await self._write_version(current, version, updates, new, with_event)
             if outcome is _Write.WRITTEN:
                 return current if new is None else new
@@ -163,15 +167,19 @@ class DynamoWriter(DynamoClient):
         expr = Expr()
         items = [{"Put": {"TableName": self.table_name, "Item": to_item(sandbox, self.shards),
                           "ConditionExpression": expr.absent("PK"), **expr.params()}}]
+        tomb = Expr()  # not while a tombstone of this id is still in force
+        items.append({"ConditionCheck": {
+            "TableName": self.table_name, "Key": tombstone_key(sandbox.sandbox_id),
+            "ConditionExpression": f"{tomb.absent('PK')} OR "
+                                   + tomb.compare(TTL_ATTRIBUTE, "<=",
+                                                  {"N": str(sandbox.updated_at)}),
+            **tomb.params()}})
         if sandbox.status is Status.ALLOCATED and sandbox.owner is not None:
             items.append(self._owner_put(sandbox.owner, sandbox.sandbox_id))
         if event is not None:
             items.append(self._event_put(event, sandbox))
         try:
-            if len(items) > 1:
-                await self.call("transact_write_items", TransactItems=items)
-            else:
-                await self.call("put_item", **items[0]["Put"])
+            await self.call("transact_write_items", TransactItems=items)
         except ClientError as exc:
             if is_condition_failure(exc) or cancellation_codes(exc) is not None:
                 return False

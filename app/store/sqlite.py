@@ -67,6 +67,9 @@ _SANDBOX_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS job_leases (
         job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS tombstones (
+        sandbox_id TEXT PRIMARY KEY, until INTEGER NOT NULL
+    )""",
 )
 _SCHEMA = _SANDBOX_SCHEMA + EVENT_SCHEMA
 
@@ -225,13 +228,15 @@ class SqliteStore:
 
     async def add(self, sandboxes: Sequence[Sandbox], event: EventDraft | None = None) -> int:
         placeholders = ", ".join("?" for _ in COLUMNS)
-        sql = f"INSERT OR IGNORE INTO sandboxes ({', '.join(COLUMNS)}) VALUES ({placeholders})"
+        sql = (f"INSERT OR IGNORE INTO sandboxes ({', '.join(COLUMNS)}) SELECT {placeholders}"
+               " WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE sandbox_id = ? AND until > ?)")
 
         def insert(conn: sqlite3.Connection) -> int:
             added = 0
             with _transaction(conn):
                 for sandbox in sandboxes:
-                    if conn.execute(sql, to_row(sandbox)).rowcount:
+                    args = (*to_row(sandbox), sandbox.sandbox_id, sandbox.updated_at)
+                    if conn.execute(sql, args).rowcount:
                         added += 1
                         if event is not None:
                             insert_event(conn, stamp(event, sandbox))
@@ -240,17 +245,26 @@ class SqliteStore:
         return await self._run(insert)
 
     async def remove(
-        self, sandbox_id: str, expected: Status, event: EventDraft | None = None
+        self,
+        sandbox_id: str,
+        expected: Status,
+        event: EventDraft | None = None,
+        tombstone_until: int | None = None,
     ) -> bool:
         sql = (f"DELETE FROM sandboxes WHERE sandbox_id = ? AND status = ?"
                f" RETURNING {', '.join(COLUMNS)}")
+        tomb = "INSERT OR REPLACE INTO tombstones (sandbox_id, until) VALUES (?, ?)"
 
         def delete(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
                 row = conn.execute(sql, (sandbox_id, str(expected))).fetchone()
-                if row is not None and event is not None:
+                if row is None:
+                    return False
+                if event is not None:
                     insert_event(conn, stamp(event, to_domain(row)))
-                return row is not None
+                if tombstone_until is not None:
+                    conn.execute(tomb, (sandbox_id, tombstone_until))
+                return True
 
         return await self._run(delete)
 
@@ -346,8 +360,14 @@ class SqliteStore:
         return EventPage(events, None if ended else self._cursors.encode({"seq": last}))
 
     async def purge_events(self, before: float) -> int:
-        sql = "DELETE FROM events WHERE at < ?"
-        return int(await self._run(lambda conn: conn.execute(sql, (before,)).rowcount))
+        """Drop old events, and tombstones that have run out (same housekeeping pass)."""
+
+        def purge(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                conn.execute("DELETE FROM tombstones WHERE until < ?", (before,))
+                return int(conn.execute("DELETE FROM events WHERE at < ?", (before,)).rowcount)
+
+        return await self._run(purge)
 
     async def get_checkpoint(self, name: str) -> str | None:
         sql = "SELECT value FROM checkpoints WHERE name = ?"

@@ -9,6 +9,7 @@
 #   job lease     LEASE#<job>      JOB     (+ purge_at: TTL housekeeping only)
 #   event         EVT#<sandbox>    <event id> (+ feed_pk for the feed, purge_at = retention)
 #   checkpoint    CKPT#<name>      CKPT
+#   tombstone     TOMB#<id>        TOMB    (+ purge_at: a deleted sandbox sync must not re-add)
 
 resource "aws_dynamodb_table" "broker" {
   name                        = var.table_name

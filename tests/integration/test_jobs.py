@@ -142,6 +142,21 @@ async def test_expiry_then_cleanup_deletes_at_the_provider(
     assert gone.status_code == 404
 
 
+async def test_a_lagging_provider_list_does_not_bring_a_deleted_sandbox_back(
+    admin_client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
+) -> None:
+    account = fake_csp.add_account("lab-01")
+    await admin_post(admin_client, "sync")
+    lease = (await admin_client.post("/v1/allocate", headers=owner_headers("s1"))).json()
+    await admin_client.post(f"/v1/sandboxes/{lease['sandbox_id']}/mark-for-deletion",
+                            headers=owner_headers("s1"))
+    assert (await admin_post(admin_client, "cleanup"))["deleted"] == 1
+    fake_csp.add_row(account)  # the CSP still lists the account it just deleted
+    clock.advance(3600)
+    assert (await admin_post(admin_client, "sync"))["synced"] == 0
+    assert (await stats(admin_client))["total"] == 0  # never offered to anyone again
+
+
 async def _release_all(client: httpx.AsyncClient, fake: FakeCsp, count: int) -> None:
     for i in range(count):
         fake.add_account(f"lab-{i:02d}")
