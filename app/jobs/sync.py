@@ -58,8 +58,9 @@ class SyncJob:
             raise SyncRefused(
                 f"the provider's answer would stale {len(missing)} of {managed} sandboxes"
             )
+        known = {s.sandbox_id for s in available + stale}  # no need to try these again
         added = await self._store.add(
-            [_new_row(p, now) for p in listed.values()],
+            [_new_row(p, now) for p in listed.values() if p.sandbox_id not in known],
             EventDraft(EventType.SYNCED, ACTOR, self._clock(), "new at the provider"),
         )
         staled = 0
