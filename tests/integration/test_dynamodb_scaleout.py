@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.backends.dynamo import Emulator, start_dynamodb_local
+from tests.backends.dynamo import Emulator
 from tests.backends.replicas import (
     admin_headers,
     allocate,
@@ -28,12 +28,9 @@ OWNERS = 400
 
 
 @pytest.fixture(scope="module")
-def ddb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emulator = start_dynamodb_local(tmp_path_factory.mktemp("scaleout-ddb"))
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+def ddb(dynamodb_local: Emulator) -> Emulator:
+    """The session's DynamoDB Local (a fresh table per module keeps runs apart)."""
+    return dynamodb_local
 
 
 @pytest.fixture(scope="module")
