@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Iterable
 from enum import Enum
 
-__all__ = ["Role", "TokenBook", "token_id"]
+__all__ = ["Role", "TokenBook", "token_digest", "token_id"]
 
 
 class Role(Enum):
@@ -15,13 +15,13 @@ class Role(Enum):
     ADMIN = "admin"
 
 
-def _digest(token: str) -> bytes:
+def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def token_id(token: str) -> str:
     """A short, non-reversible id for a token, safe for logs and rate-limit keys."""
-    return _digest(token).hex()[:12]
+    return token_digest(token).hex()[:12]
 
 
 class TokenBook:
@@ -29,12 +29,12 @@ class TokenBook:
     so the time taken does not reveal which (or whether a) token matched."""
 
     def __init__(self, track: Iterable[str], admin: Iterable[str]) -> None:
-        self._entries = [(_digest(t), Role.TRACK) for t in track] + [
-            (_digest(t), Role.ADMIN) for t in admin
+        self._entries = [(token_digest(t), Role.TRACK) for t in track] + [
+            (token_digest(t), Role.ADMIN) for t in admin
         ]
 
     def role_of(self, token: str) -> Role | None:
-        presented = _digest(token)
+        presented = token_digest(token)
         found: Role | None = None
         for digest, role in self._entries:
             if hmac.compare_digest(presented, digest) and found is None:

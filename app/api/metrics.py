@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
+from app.api.auth import token_digest
 from app.api.errors import ApiError
 from app.api.schemas import ErrorEnvelope
 from app.config import Settings
@@ -17,23 +17,19 @@ from app.observability import Metrics
 __all__ = ["build_router"]
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-
 class MetricsAuth:
     """Checks `Authorization: Bearer <metrics token>` when METRICS_TOKEN is set
     (comma-separated for rotation); with none set, scrapes are open."""
 
     def __init__(self, settings: Settings) -> None:
         raw = settings.metrics_token.get_secret_value()
-        self._digests = [_digest(t.strip()) for t in raw.split(",") if t.strip()]
+        self._digests = [token_digest(t.strip()) for t in raw.split(",") if t.strip()]
 
     def __call__(self, request: Request) -> None:
         if not self._digests:
             return
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        presented = _digest(token) if scheme == "Bearer" and token else b""
+        presented = token_digest(token) if scheme == "Bearer" and token else b""
         matched = [hmac.compare_digest(presented, digest) for digest in self._digests]
         if not any(matched):
             raise ApiError(401, "UNAUTHORIZED", "a valid metrics bearer token is required",

@@ -37,7 +37,7 @@ import pytest
 from app.config import Settings
 from app.store.cursor import CursorCodec
 from app.store.dynamodb import DynamoStore
-from tests.support.processes import free_port
+from tests.support.processes import free_port, stop_process
 
 __all__ = [
     "Emulator",
@@ -94,18 +94,8 @@ class Emulator:
     def stop(self, *, kill: bool = False) -> None:
         """Terminate (or SIGKILL) the process and reap it; a no-op when not running."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            if kill:
-                process.kill()
-            else:
-                process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, kill=kill)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

@@ -4,7 +4,7 @@ through the admin API with a fake clock (DESIGN.md §2 invariants 3, 5, 6)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -32,20 +32,9 @@ def csp_settings(on_backend: Callable[..., Settings], fake_csp: FakeCsp) -> Sett
 
 
 @pytest.fixture
-def csp_app(csp_settings: Settings, clock: FakeClock) -> FastAPI:
+def app(csp_settings: Settings, clock: FakeClock) -> FastAPI:
+    """The shared `client` and `store` fixtures then run this app, with the fake CSP."""
     return create_app(csp_settings, clock=clock)
-
-
-@pytest.fixture
-async def admin_client(csp_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in started(csp_app):
-        yield client
-
-
-@pytest.fixture
-def app_store(csp_app: FastAPI, admin_client: httpx.AsyncClient) -> SandboxStore:
-    store: SandboxStore = csp_app.state.services.store
-    return store
 
 
 async def admin_post(client: httpx.AsyncClient, path: str, **params: Any) -> dict[str, Any]:
@@ -61,100 +50,100 @@ async def stats(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def test_sync_adds_stales_and_revives_but_never_touches_leases(
-    admin_client: httpx.AsyncClient, fake_csp: FakeCsp
+    client: httpx.AsyncClient, fake_csp: FakeCsp
 ) -> None:
     accounts = [fake_csp.add_account(f"lab-{i:02d}") for i in range(6)]
-    assert (await admin_post(admin_client, "sync"))["synced"] == 6
-    lease = (await admin_client.post("/v1/allocate", headers=owner_headers("s1"))).json()
+    assert (await admin_post(client, "sync"))["synced"] == 6
+    lease = (await client.post("/v1/allocate", headers=owner_headers("s1"))).json()
     leased_uuid = lease["external_id"].rsplit("/", 1)[-1]
     gone = next(a for a in accounts if a["id"] != lease["external_id"])
     fake_csp.remove_account(gone["id"].rsplit("/", 1)[-1])
     fake_csp.remove_account(leased_uuid)  # the leased one vanishes at the CSP too
-    summary = await admin_post(admin_client, "sync")
+    summary = await admin_post(client, "sync")
     assert summary == {"listed": 4, "synced": 0, "staled": 1, "revived": 0}
-    counts = await stats(admin_client)
+    counts = await stats(client)
     assert (counts["available"], counts["allocated"], counts["stale"]) == (4, 1, 1)
     fake_csp.add_row(gone)
-    assert (await admin_post(admin_client, "sync"))["revived"] == 1
-    assert (await stats(admin_client))["stale"] == 0
+    assert (await admin_post(client, "sync"))["revived"] == 1
+    assert (await stats(client))["stale"] == 0
 
 
 async def test_empty_answer_stales_nothing_unless_forced(
-    admin_client: httpx.AsyncClient, fake_csp: FakeCsp
+    client: httpx.AsyncClient, fake_csp: FakeCsp
 ) -> None:
     for i in range(10):
         fake_csp.add_account(f"lab-{i:02d}")
-    await admin_post(admin_client, "sync")
+    await admin_post(client, "sync")
     fake_csp.empty_list = True
-    refused = await admin_client.post("/v1/admin/sync", headers=ADMIN)
+    refused = await client.post("/v1/admin/sync", headers=ADMIN)
     assert refused.status_code == 409 and refused.json()["detail"]["code"] == "SYNC_REFUSED"
-    assert (await stats(admin_client))["available"] == 10
-    assert (await admin_post(admin_client, "sync", force="true"))["staled"] == 10
+    assert (await stats(client))["available"] == 10
+    assert (await admin_post(client, "sync", force="true"))["staled"] == 10
 
 
 async def test_empty_answer_with_most_of_the_pool_leased_stales_nothing(
-    admin_client: httpx.AsyncClient, fake_csp: FakeCsp
+    client: httpx.AsyncClient, fake_csp: FakeCsp
 ) -> None:
     for i in range(10):
         fake_csp.add_account(f"lab-{i:02d}")
-    await admin_post(admin_client, "sync")
+    await admin_post(client, "sync")
     for i in range(8):
-        await admin_client.post("/v1/allocate", headers=owner_headers(f"busy-{i}"))
+        await client.post("/v1/allocate", headers=owner_headers(f"busy-{i}"))
     fake_csp.empty_list = True
-    refused = await admin_client.post("/v1/admin/sync", headers=ADMIN)
+    refused = await client.post("/v1/admin/sync", headers=ADMIN)
     assert refused.status_code == 409  # 2 of 10 looked small, but empty is an outage
-    assert (await stats(admin_client))["available"] == 2
+    assert (await stats(client))["available"] == 2
 
 
 async def test_sync_and_cleanup_never_overlap(
-    admin_client: httpx.AsyncClient, app_store: SandboxStore
+    client: httpx.AsyncClient, store: SandboxStore
 ) -> None:
-    assert await app_store.acquire_job_lease("run:pool", "a-running-cleanup", 60, 1e12)
+    assert await store.acquire_job_lease("run:pool", "a-running-cleanup", 60, 1e12)
     for path in ("sync", "cleanup"):
-        r = await admin_client.post(f"/v1/admin/{path}", headers=ADMIN)
+        r = await client.post(f"/v1/admin/{path}", headers=ADMIN)
         assert r.status_code == 409 and r.json()["detail"]["code"] == "JOB_RUNNING"
 
 
 async def test_provider_outage_on_sync_is_503_not_500(
-    admin_client: httpx.AsyncClient, fake_csp: FakeCsp
+    client: httpx.AsyncClient, fake_csp: FakeCsp
 ) -> None:
     fake_csp.fail_next(1, status=502)
-    r = await admin_client.post("/v1/admin/sync", headers=ADMIN)
+    r = await client.post("/v1/admin/sync", headers=ADMIN)
     assert r.status_code == 503 and r.json()["detail"]["code"] == "PROVIDER_UNAVAILABLE"
     assert fake_csp.token not in r.text
 
 
 async def test_expiry_then_cleanup_deletes_at_the_provider(
-    admin_client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
+    client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
 ) -> None:
     fake_csp.add_account("lab-01")
-    await admin_post(admin_client, "sync")
-    lease = (await admin_client.post(
+    await admin_post(client, "sync")
+    lease = (await client.post(
         "/v1/allocate", headers=owner_headers("s1", **{"X-Lab-Duration-Hours": "1"}))).json()
     clock.advance(3600 + 14 * 60)  # inside the 15-minute grace
-    assert (await admin_post(admin_client, "auto-expire"))["expired"] == 0
+    assert (await admin_post(client, "auto-expire"))["expired"] == 0
     clock.advance(60)
-    assert (await admin_post(admin_client, "auto-expire"))["expired"] == 1
-    summary = await admin_post(admin_client, "cleanup")
+    assert (await admin_post(client, "auto-expire"))["expired"] == 1
+    summary = await admin_post(client, "cleanup")
     assert summary["deleted"] == 1 and fake_csp.count(DELETE_ROUTE) == 1
-    gone = await admin_client.get(f"/v1/sandboxes/{lease['sandbox_id']}",
+    gone = await client.get(f"/v1/sandboxes/{lease['sandbox_id']}",
                                   headers=owner_headers("s1"))
     assert gone.status_code == 404
 
 
 async def test_a_lagging_provider_list_does_not_bring_a_deleted_sandbox_back(
-    admin_client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
+    client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
 ) -> None:
     account = fake_csp.add_account("lab-01")
-    await admin_post(admin_client, "sync")
-    lease = (await admin_client.post("/v1/allocate", headers=owner_headers("s1"))).json()
-    await admin_client.post(f"/v1/sandboxes/{lease['sandbox_id']}/mark-for-deletion",
+    await admin_post(client, "sync")
+    lease = (await client.post("/v1/allocate", headers=owner_headers("s1"))).json()
+    await client.post(f"/v1/sandboxes/{lease['sandbox_id']}/mark-for-deletion",
                             headers=owner_headers("s1"))
-    assert (await admin_post(admin_client, "cleanup"))["deleted"] == 1
+    assert (await admin_post(client, "cleanup"))["deleted"] == 1
     fake_csp.add_row(account)  # the CSP still lists the account it just deleted
     clock.advance(3600)
-    assert (await admin_post(admin_client, "sync"))["synced"] == 0
-    assert (await stats(admin_client))["total"] == 0  # never offered to anyone again
+    assert (await admin_post(client, "sync"))["synced"] == 0
+    assert (await stats(client))["total"] == 0  # never offered to anyone again
 
 
 async def _release_all(client: httpx.AsyncClient, fake: FakeCsp, count: int) -> None:
@@ -196,37 +185,37 @@ async def test_csp_outage_ends_with_everything_deleted_and_nothing_failed(
 
 
 async def test_retries_exhausted_then_admin_retry_succeeds(
-    admin_client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
+    client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
 ) -> None:
-    await _release_all(admin_client, fake_csp, 1)
+    await _release_all(client, fake_csp, 1)
     fake_csp.fail_next(4, status=500)
     for _ in range(4):
-        await admin_post(admin_client, "cleanup")
+        await admin_post(client, "cleanup")
         clock.advance(7200)
         await asyncio.sleep(0.06)
-    failed = await admin_client.get("/v1/admin/sandboxes", headers=ADMIN,
+    failed = await client.get("/v1/admin/sandboxes", headers=ADMIN,
                                     params={"status": "deletion_failed"})
     row = failed.json()["sandboxes"][0]
     assert row["deletion_attempts"] == 4 and row["last_error"]
-    assert (await admin_post(admin_client, "retry-failed"))["marked"] == 1
-    assert (await admin_post(admin_client, "cleanup"))["deleted"] == 1
+    assert (await admin_post(client, "retry-failed"))["marked"] == 1
+    assert (await admin_post(client, "cleanup"))["deleted"] == 1
 
 
 async def test_crash_mid_deletion_is_picked_up_later(
-    admin_client: httpx.AsyncClient, app_store: SandboxStore, fake_csp: FakeCsp,
+    client: httpx.AsyncClient, store: SandboxStore, fake_csp: FakeCsp,
     clock: FakeClock,
 ) -> None:
-    await _release_all(admin_client, fake_csp, 1)
-    row = (await app_store.list(_pending(), 10, None)).items[0]
+    await _release_all(client, fake_csp, 1)
+    row = (await store.list(_pending(), 10, None)).items[0]
     # A pass claimed it and died before calling the provider.
     now = int(clock.now)
-    claimed = await app_store.transition(
+    claimed = await store.transition(
         Transition(row.sandbox_id, Status.PENDING_DELETION, Status.DELETING,
                    changes={"next_attempt_at": now + 300}), now)
     assert claimed is not None
-    assert (await admin_post(admin_client, "cleanup"))["deleted"] == 0  # claim still valid
+    assert (await admin_post(client, "cleanup"))["deleted"] == 0  # claim still valid
     clock.advance(301)
-    summary = await admin_post(admin_client, "cleanup")
+    summary = await admin_post(client, "cleanup")
     assert summary["reclaimed"] == 1 and summary["deleted"] == 1
 
 
@@ -237,29 +226,29 @@ def _pending() -> Any:
 
 
 async def test_jobs_racing_allocations_never_revert_or_double_allocate(
-    admin_client: httpx.AsyncClient, app_store: SandboxStore, fake_csp: FakeCsp,
+    client: httpx.AsyncClient, store: SandboxStore, fake_csp: FakeCsp,
     clock: FakeClock,
 ) -> None:
     for i in range(120):
         fake_csp.add_account(f"lab-{i:03d}")
-    await admin_post(admin_client, "sync")
+    await admin_post(client, "sync")
     for row in list(fake_csp.rows)[::3]:  # a third vanish at the CSP: sync stales them
         fake_csp.remove_account(row["id"].rsplit("/", 1)[-1])
 
     async def jobs() -> None:
         for _ in range(6):
             for path in ("sync", "auto-expire", "cleanup"):
-                r = await admin_client.post(f"/v1/admin/{path}", headers=ADMIN,
+                r = await client.post(f"/v1/admin/{path}", headers=ADMIN,
                                             params={"force": "true"} if path == "sync" else {})
                 assert r.status_code in (200, 409), r.text
 
-    allocations = [admin_client.post("/v1/allocate", headers=owner_headers(f"u{i}"))
+    allocations = [client.post("/v1/allocate", headers=owner_headers(f"u{i}"))
                    for i in range(150)]
     results = await asyncio.gather(jobs(), *allocations)
     answers = [r for r in results[1:] if r is not None]
     winners = {r.json()["sandbox_id"]: r.json() for r in answers if r.status_code == 201}
     assert len(winners) == sum(r.status_code == 201 for r in answers)
     for sandbox_id in winners:
-        row = await app_store.get(sandbox_id)
+        row = await store.get(sandbox_id)
         assert row is not None and row.status is Status.ALLOCATED  # never reverted
-    assert await app_store.integrity_violations() == []
+    assert await store.integrity_violations() == []

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,13 +65,21 @@ def serve(env: Mapping[str, str], log_dir: Path, *, workers: int = 1,
         _wait_healthy(server, ready_timeout)
         yield server
     finally:
-        if process.poll() is None:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[Any], *, kill: bool = False) -> None:
+    """Terminate (or SIGKILL) a child process and reap it; a no-op once it has exited."""
+    if process.poll() is None:
+        if kill:
+            process.kill()
+        else:
             process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait_healthy(server: Server, timeout: float) -> None:
