@@ -1,15 +1,14 @@
 """The allocation core: allocate, read, release and extend leases.
 
-Allocation fetches K available candidates (server-side prefix filter), shuffles
-them so concurrent callers spread out, and asks the store to claim the first
-still-available one with a conditional write. If all K were taken meanwhile it
-fetches fresh candidates, in a wider window each round, a bounded number of rounds,
-then answers CONTENTION.
+Allocation asks the store to claim one of K available candidates (server-side
+prefix filter) with a conditional write: DynamoDB fetches them and tries them in a
+shuffled order so concurrent callers spread out; SQLite finds and claims inside one
+transaction. If all K were taken meanwhile it tries again, in a wider window each
+round, a bounded number of rounds, then answers CONTENTION.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from app.domain import (
@@ -32,6 +31,8 @@ __all__ = ["AllocationPolicy", "AllocationRequest", "AllocationResult", "Allocat
 
 MAX_WINDOW = 100
 _RELEASED = frozenset({Status.PENDING_DELETION, Status.DELETING, Status.DELETION_FAILED})
+# Outcomes after which the owner may already hold a lease to replay.
+_LOOK_FOR_LEASE = frozenset({ClaimOutcome.OWNER_HAS_LEASE, ClaimOutcome.EXHAUSTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +71,10 @@ class Allocator:
         store: SandboxStore,
         policy: AllocationPolicy,
         clock: Clock,
-        rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
         self._clock = clock
-        self._rng = rng or random.Random()
 
     async def allocate(self, request: AllocationRequest) -> AllocationResult:
         """A new lease (created=True) or the owner's live lease (created=False).
@@ -85,28 +84,25 @@ class Allocator:
         """
         conflicts = 0
         allocated = self._event(EventType.ALLOCATED, request.actor)
+        lease = self._lease_for(request)
         for round_ in range(self._policy.claim_rounds):
             # Each lost round looks wider: near exhaustion every caller's window holds
             # the same few sandboxes, and a wider one still finds the last free ones.
             window = min(self._policy.k_candidates << round_, MAX_WINDOW)
-            candidates = await self._store.find_available(request.name_prefix, window)
-            if not candidates:
-                existing = await self._live_lease(request.owner)
-                if existing is not None:
-                    return await self._replay(existing, request, conflicts)
-                raise PoolExhausted(
-                    "no sandbox is available" + _prefix_note(request.name_prefix),
-                    retry_after=self._policy.exhausted_retry_after,
-                )
-            self._rng.shuffle(candidates)
-            result = await self._store.claim(candidates, self._lease_for(request), allocated)
+            result = await self._store.claim_available(
+                request.name_prefix, window, lease, allocated)
             conflicts += result.conflicts
             if result.outcome is ClaimOutcome.CLAIMED and result.sandbox is not None:
                 return AllocationResult(result.sandbox, created=True, conflicts=conflicts)
-            if result.outcome is ClaimOutcome.OWNER_HAS_LEASE:
-                existing = await self._live_lease(request.owner)
+            if result.outcome in _LOOK_FOR_LEASE:
+                existing = await self._live_lease(request.owner, result.sandbox)
                 if existing is not None:
                     return await self._replay(existing, request, conflicts)
+                if result.outcome is ClaimOutcome.EXHAUSTED:
+                    raise PoolExhausted(
+                        "no sandbox is available" + _prefix_note(request.name_prefix),
+                        retry_after=self._policy.exhausted_retry_after,
+                    )
                 # The lease ended between the claim and the read: claim afresh.
         raise Contention(
             "too many concurrent allocations; retry shortly",
@@ -190,9 +186,10 @@ class Allocator:
                 f"a lease may last at most {policy.max_lease_sec / 3600:g} h from allocation "
                 "(MAX_LEASE_HOURS)")
 
-    async def _live_lease(self, owner: str) -> Sandbox | None:
-        """The owner's lease if still within expires_at; an expired one is ended first."""
-        lease = await self._store.get_lease(owner)
+    async def _live_lease(self, owner: str, known: Sandbox | None = None) -> Sandbox | None:
+        """The owner's lease if still within expires_at; an expired one is ended first.
+        `known` is the lease the store already returned, if it did (no second read)."""
+        lease = known if known is not None else await self._store.get_lease(owner)
         if lease is None or not is_expired(lease, self._clock()):
             return lease
         await self._store.transition(

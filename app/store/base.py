@@ -7,6 +7,7 @@ never overwrites a row it did not check (DESIGN.md §2, invariant 3).
 from __future__ import annotations
 
 import builtins
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -22,6 +23,7 @@ __all__ = [
     "SandboxFilter",
     "SandboxStore",
     "Transition",
+    "find_then_claim",
 ]
 
 
@@ -29,6 +31,7 @@ class ClaimOutcome(Enum):
     CLAIMED = "claimed"  # one candidate is now leased to the owner
     CONFLICT = "conflict"  # every candidate was taken by someone else first
     OWNER_HAS_LEASE = "owner_has_lease"  # the owner already holds a live lease
+    EXHAUSTED = "exhausted"  # nothing (matching the prefix) was available to claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,15 @@ class SandboxStore(Protocol):
         no live lease, atomically, together with the event if one is given.
         """
 
+    async def claim_available(
+        self, name_prefix: str | None, window: int, lease: Lease,
+        event: EventDraft | None = None,
+    ) -> ClaimResult:
+        """Find up to `window` available sandboxes and claim one of them: the
+        allocation's one store round trip. EXHAUSTED when none matched; CONFLICT when
+        every candidate was taken first (the caller may retry with a wider window).
+        Stores without a cheaper way use `find_then_claim`."""
+
     async def get(self, sandbox_id: str) -> Sandbox | None: ...
 
     async def get_lease(self, owner: str) -> Sandbox | None:
@@ -166,3 +178,16 @@ class SandboxStore(Protocol):
         """A consumer's saved position (e.g. a webhook subscriber's feed cursor)."""
 
     async def put_checkpoint(self, name: str, value: str) -> None: ...
+
+
+async def find_then_claim(
+    store: SandboxStore, name_prefix: str | None, window: int, lease: Lease,
+    event: EventDraft | None, rng: random.Random,
+) -> ClaimResult:
+    """`claim_available` as two calls: the candidates, shuffled so concurrent callers
+    spread out, then a conditional claim of the first one still available."""
+    candidates = await store.find_available(name_prefix, window)
+    if not candidates:
+        return ClaimResult(ClaimOutcome.EXHAUSTED)
+    rng.shuffle(candidates)
+    return await store.claim(candidates, lease, event)

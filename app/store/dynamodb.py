@@ -23,7 +23,14 @@ from botocore.exceptions import ClientError
 from app.config import Settings
 from app.domain import InvalidInput, Lease, Sandbox, Status, check_transition
 from app.events import Event, EventDraft, EventPage, EventType
-from app.store.base import ClaimOutcome, ClaimResult, Page, SandboxFilter, Transition
+from app.store.base import (
+    ClaimOutcome,
+    ClaimResult,
+    Page,
+    SandboxFilter,
+    Transition,
+    find_then_claim,
+)
 from app.store.cursor import CursorCodec
 from app.store.dynamodb_client import cancellation_codes, gather_all, is_condition_failure
 from app.store.dynamodb_events import DEFAULT_FEED_SETTLE_SEC, DynamoEventLog
@@ -147,6 +154,13 @@ class DynamoStore(DynamoWriter):
                 if len(found) >= window:
                     break
         return self._rng.sample(found, min(limit, len(found)))
+
+    async def claim_available(
+        self, name_prefix: str | None, window: int, lease: Lease,
+        event: EventDraft | None = None,
+    ) -> ClaimResult:
+        """One index Query, then one transaction per candidate until one sticks."""
+        return await find_then_claim(self, name_prefix, window, lease, event, self._rng)
 
     async def claim(
         self, candidates: Sequence[Sandbox], lease: Lease, event: EventDraft | None = None

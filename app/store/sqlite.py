@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import random
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +25,9 @@ from app.store.cursor import CursorCodec
 from app.store.sqlite_events import EVENT_SCHEMA, insert_event, select_events
 from app.store.sqlite_rows import (
     COLUMNS,
-    PICK_SPACE,
     SELECT,
     WRITABLE,
+    claim_available_op,
     claim_op,
     lease_op,
     prefix_range,
@@ -57,13 +56,16 @@ _SANDBOX_SCHEMA = (
         updated_at INTEGER NOT NULL,
         deletion_attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER,
-        last_error TEXT,
-        pick_key INTEGER NOT NULL DEFAULT (abs(random()) % 1000000007)
+        last_error TEXT
     )""",
     """CREATE UNIQUE INDEX IF NOT EXISTS one_live_lease_per_owner
         ON sandboxes(owner) WHERE status = 'allocated'""",
     "CREATE INDEX IF NOT EXISTS by_status_name ON sandboxes(status, name)",
-    "CREATE INDEX IF NOT EXISTS by_status_pick ON sandboxes(status, pick_key)",
+    # (status, rowid): available rows oldest first, for the claim (sqlite_rows._available).
+    "CREATE INDEX IF NOT EXISTS available_first ON sandboxes(status)",
+    # Files made before available_first picked at random by pick_key; that index only
+    # slows every claim down now (the pick_key column itself is left alone).
+    "DROP INDEX IF EXISTS by_status_pick",
     """CREATE TABLE IF NOT EXISTS job_leases (
         job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL
     )""",
@@ -81,10 +83,8 @@ class SqliteStore:
         path: str,
         cursors: CursorCodec,
         busy_timeout_ms: int = 5000,
-        rng: random.Random | None = None,
     ) -> None:
         self._path = path
-        self._rng = rng or random.Random()
         self._cursors = cursors
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
@@ -170,18 +170,29 @@ class SqliteStore:
         return await self._run(in_transaction)
 
     async def find_available(self, name_prefix: str | None, limit: int) -> list[Sandbox]:
-        """A window of `limit` available sandboxes starting at a random pick_key
-        (wrapping around), so concurrent callers mostly see different candidates."""
-        pivot = self._rng.randrange(PICK_SPACE)
-        return await self._submit(window_op(name_prefix, limit, pivot), write=False)
+        """The first `limit` available sandboxes in pick order (sqlite_rows._available)."""
+        return await self._submit(window_op(name_prefix, limit), write=False)
 
     async def claim(
         self, candidates: Sequence[Sandbox], lease: Lease, event: EventDraft | None = None
     ) -> ClaimResult:
+        self._check_integrity()
+        ids = [candidate.sandbox_id for candidate in candidates]
+        return await self._submit(claim_op(ids, lease, event), write=True)
+
+    async def claim_available(
+        self, name_prefix: str | None, window: int, lease: Lease,
+        event: EventDraft | None = None,
+    ) -> ClaimResult:
+        """One trip to the store thread, one statement: the first available sandbox in
+        pick order (the window is moot: inside the write transaction nothing conflicts)."""
+        self._check_integrity()
+        return await self._submit(claim_available_op(name_prefix, lease, event), write=True)
+
+    def _check_integrity(self) -> None:
         if self._schema_problem:
             raise StoreUnavailable("the store failed its integrity check; run `verify`",
                                    retry_after=60)
-        return await self._submit(claim_op(candidates, lease, event), write=True)
 
     async def get(self, sandbox_id: str) -> Sandbox | None:
         sql = f"{SELECT} WHERE sandbox_id = ?"
@@ -340,7 +351,7 @@ class SqliteStore:
 
     async def record_event(self, sandbox: Sandbox, event: EventDraft) -> Event:
         full = stamp(event, sandbox)
-        await self._run(lambda conn: insert_event(conn, full))
+        await self._submit(lambda conn: insert_event(conn, full), write=True)
         return full
 
     async def list_events(

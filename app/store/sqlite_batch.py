@@ -1,11 +1,12 @@
 """SqliteStore with group commit on the allocation path.
 
-`find_available`, `claim` and `get_lease` calls that arrive while the store thread is busy are
-queued, and the next trip to the thread runs all of them, in arrival order, inside
-one `BEGIN IMMEDIATE … COMMIT`. Every caller gets its own answer, exactly what it
-would have got alone (each claim is the same conditional UPDATE, run after the
-claims queued before it), but a batch of N calls costs one transaction, one fsync
-at most (WAL, synchronous=NORMAL) and one thread hand-off each way instead of N.
+`claim_available`, `find_available`, `claim`, `get_lease` and `record_event` calls
+that arrive while the store thread is busy are queued, and the next trip to the
+thread runs all of them, in arrival order, inside one `BEGIN IMMEDIATE … COMMIT`.
+Every caller gets its own answer, exactly what it would have got alone (each claim
+is the same conditional UPDATE, run after the claims queued before it), but a batch
+of N calls costs one transaction, one fsync at most (WAL, synchronous=NORMAL) and
+one thread hand-off each way instead of N.
 
 Answers are released only after the COMMIT succeeds; if it fails, every call of
 the batch fails with StoreUnavailable and nothing of it is visible. Other methods

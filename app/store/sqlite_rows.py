@@ -15,10 +15,11 @@ from app.store.sqlite_events import insert_event
 
 __all__ = [
     "COLUMNS",
-    "PICK_SPACE",
     "SELECT",
     "WRITABLE",
+    "claim_available_op",
     "claim_op",
+    "claim_statement",
     "lease_op",
     "prefix_range",
     "to_domain",
@@ -27,14 +28,14 @@ __all__ = [
 ]
 
 COLUMNS = tuple(Sandbox.__dataclass_fields__)
-PICK_SPACE = 1_000_000_007  # pick_key: a random position, so callers spread over the pool
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM sandboxes"
 WRITABLE = frozenset(COLUMNS) - {"sandbox_id"}
-_CLAIM = (
+_CLAIM_SET = (
     "UPDATE sandboxes SET status = 'allocated', owner = ?, track_name = ?,"
     " allocated_at = ?, expires_at = ?, extensions = 0, updated_at = ?"
-    f" WHERE sandbox_id = ? AND status = 'available' RETURNING {', '.join(COLUMNS)}"
 )
+_RETURNING = f" RETURNING {', '.join(COLUMNS)}"
+_CLAIM = f"{_CLAIM_SET} WHERE sandbox_id = ? AND status = 'available'{_RETURNING}"
 
 
 def to_domain(row: Sequence[Any]) -> Sandbox:
@@ -57,32 +58,75 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, head[:-1] + chr(ord(head[-1]) + 1)
 
 
-def window_op(
-    name_prefix: str | None, limit: int, pivot: int
-) -> Callable[[sqlite3.Connection], list[Sandbox]]:
-    """Up to `limit` available sandboxes from pick_key `pivot` on, wrapping around."""
-    where, args = "status = 'available'", list[Any]()
+def _available(name_prefix: str | None) -> tuple[str, list[Any]]:
+    """The WHERE/ORDER BY of available rows in pick order, and its arguments: oldest
+    first (rowid order, read off `available_first` (status, rowid)), or by name within
+    a prefix (a range of `by_status_name`). Either way an index walk, never a sort."""
     if name_prefix:
-        where += " AND name >= ? AND name < ?"
-        args.extend(prefix_range(name_prefix))
-    upper = f"{SELECT} WHERE {where} AND pick_key >= ? ORDER BY pick_key LIMIT ?"
-    lower = f"{SELECT} WHERE {where} AND pick_key < ? ORDER BY pick_key LIMIT ?"
+        return ("status = 'available' AND name >= ? AND name < ? ORDER BY name",
+                [*prefix_range(name_prefix)])
+    return "status = 'available' ORDER BY rowid", []
 
-    def window(conn: sqlite3.Connection) -> list[Sandbox]:
-        rows = conn.execute(upper, [*args, pivot, limit]).fetchall()
-        if len(rows) < limit:
-            rows += conn.execute(lower, [*args, pivot, limit - len(rows)]).fetchall()
-        return [to_domain(row) for row in rows]
 
-    return window
+def window_op(
+    name_prefix: str | None, limit: int
+) -> Callable[[sqlite3.Connection], list[Sandbox]]:
+    """The first `limit` available sandboxes in pick order."""
+    where, args = _available(name_prefix)
+    sql = f"{SELECT} WHERE {where} LIMIT ?"
+    return lambda conn: [to_domain(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def claim_statement(name_prefix: str | None) -> tuple[str, list[Any]]:
+    """The one-statement claim of the first available sandbox in pick order, and its
+    trailing (prefix) arguments; the lease's five values come first."""
+    where, args = _available(name_prefix)
+    inner = f"SELECT rowid FROM sandboxes WHERE {where} LIMIT 1"
+    return f"{_CLAIM_SET} WHERE rowid = ({inner}){_RETURNING}", args
+
+
+def claim_available_op(
+    name_prefix: str | None, lease: Lease, event: EventDraft | None
+) -> Callable[[sqlite3.Connection], ClaimResult]:
+    """Find and claim in one statement, inside the caller's write transaction, so no
+    one can take the row in between: there is nothing to retry and nothing to spread.
+    An owner who already holds a live lease gets it back in the result."""
+    sql, args = claim_statement(name_prefix)
+    params = (lease.owner, lease.track_name, lease.allocated_at, lease.expires_at,
+              lease.allocated_at, *args)
+    read_lease = lease_op(lease.owner)
+
+    def claim_first_available(conn: sqlite3.Connection) -> ClaimResult:
+        try:
+            row = conn.execute(sql, params).fetchone()
+        except sqlite3.IntegrityError:  # one live lease per owner; the statement is undone
+            return ClaimResult(ClaimOutcome.OWNER_HAS_LEASE, read_lease(conn))
+        if row is None:
+            return ClaimResult(ClaimOutcome.EXHAUSTED)
+        claimed = to_domain(row)
+        if event is not None:
+            _record(conn, event, claimed)
+        return ClaimResult(ClaimOutcome.CLAIMED, claimed)
+
+    return claim_first_available
+
+
+def _record(conn: sqlite3.Connection, event: EventDraft, sandbox: Sandbox) -> None:
+    """Insert the event; any failure aborts the whole transaction (DatabaseError), so a
+    claim never commits without its event."""
+    try:
+        insert_event(conn, stamp(event, sandbox))
+    except sqlite3.DatabaseError:
+        raise
+    except Exception as exc:
+        raise sqlite3.DatabaseError("the event could not be recorded") from exc
 
 
 def claim_op(
-    candidates: Sequence[Sandbox], lease: Lease, event: EventDraft | None
+    ids: Sequence[str], lease: Lease, event: EventDraft | None
 ) -> Callable[[sqlite3.Connection], ClaimResult]:
-    """Claim the first candidate still available, with its event, under a savepoint:
+    """Claim the first of `ids` still available, with its event, under a savepoint:
     an owner conflict undoes this claim only (the unique index on live owners)."""
-    ids = [candidate.sandbox_id for candidate in candidates]
     fixed = (lease.owner, lease.track_name, lease.allocated_at, lease.expires_at,
              lease.allocated_at)
 
@@ -94,7 +138,7 @@ def claim_op(
                 if row is not None:
                     claimed = to_domain(row)
                     if event is not None:
-                        insert_event(conn, stamp(event, claimed))
+                        _record(conn, event, claimed)
                     conn.execute("RELEASE claim")
                     return ClaimResult(ClaimOutcome.CLAIMED, claimed, conflicts)
         except sqlite3.IntegrityError:

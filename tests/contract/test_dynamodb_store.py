@@ -39,9 +39,8 @@ async def test_an_allocation_costs_one_query_and_one_transaction(emulator: Emula
         await store.add(make(40))  # about 20 a shard: any start shard has K=5
         store.call_counts.clear()
         seen.clear()
-        candidates = await store.find_available(None, 5)
         allocated = EventDraft(EventType.ALLOCATED, "track:t", time.time())
-        result = await store.claim(candidates, lease("owner-1"), allocated)
+        result = await store.claim_available(None, 5, lease("owner-1"), allocated)
         assert result.outcome is ClaimOutcome.CLAIMED
         assert store.call_counts == Counter({"Query": 1, "TransactWriteItems": 1})
         assert seen == ["Query", "TransactWriteItems"]

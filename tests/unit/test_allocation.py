@@ -18,7 +18,8 @@ from app.domain import (
     SandboxNotFound,
     Status,
 )
-from app.store.base import ClaimResult, SandboxStore
+from app.events import EventDraft
+from app.store.base import ClaimResult, SandboxStore, find_then_claim
 from app.store.cursor import CursorCodec
 from app.store.sqlite import SqliteStore
 from tests.conftest import FakeClock, make_sandboxes
@@ -49,6 +50,14 @@ class StealingStore:
                 await self._inner.claim([candidate], rival)  # type: ignore[list-item]
         return await self._inner.claim(candidates, lease, event)  # type: ignore[arg-type]
 
+    async def claim_available(
+        self, name_prefix: str | None, window: int, lease: Lease, event: EventDraft | None = None
+    ) -> ClaimResult:
+        """Find, then claim through the stealing `claim` above (two steps, so rivals fit
+        in between, as they do on DynamoDB)."""
+        return await find_then_claim(
+            self, name_prefix, window, lease, event, random.Random(7))  # type: ignore[arg-type]
+
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
@@ -60,7 +69,7 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 def allocator(store: object, clock: FakeClock, k: int = 3, rounds: int = 3) -> Allocator:
     policy = AllocationPolicy(lab_duration_sec=3600, k_candidates=k, claim_rounds=rounds)
-    return Allocator(store, policy, clock, random.Random(7))  # type: ignore[arg-type]
+    return Allocator(store, policy, clock)  # type: ignore[arg-type]
 
 
 async def test_lost_round_fetches_fresh_candidates(
