@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -100,13 +101,15 @@ def create_app(
     app.state.admin = AdminService(store, runner, provider, clock)
     app.state.history = history
     install_error_handlers(app)
-    app.include_router(track.build_router(base))
+    track_router = track.build_router(base)
+    app.include_router(track_router)
     app.include_router(admin.build_router(base))
     app.include_router(events.build_router(base))
     app.include_router(health.router)
     app.include_router(dashboard.build_router(base))
     app.include_router(metrics_route.build_router(metrics, settings))
-    install_middleware(app, settings, metrics)
+    install_middleware(app, settings, metrics,
+                       direct=[(track.allocate_route(track_router), track.allocate)])
     return app
 
 
@@ -114,4 +117,10 @@ def app_from_environment() -> FastAPI:
     """Factory for `uvicorn --factory` workers: settings come from the environment."""
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    # Everything built so far (modules, routes, schemas: ~85k objects) lives as long as
+    # the process. Frozen, it is left out of every later full collection, which otherwise
+    # scanned it all several times a second under load: 25-40 ms pauses, the p99.
+    gc.collect()
+    gc.freeze()
+    return app

@@ -3,16 +3,19 @@ the HTTP metrics per request, plus the order every hardening layer runs in."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.direct import DirectRoute, Endpoint
 from app.api.errors import error_response, request_id_var
 from app.api.ratelimit import RateLimitMiddleware, RateLimits
 from app.api.security import CorsMiddleware, RequestLimitsMiddleware, SecurityHeadersMiddleware
@@ -96,12 +99,17 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.allocate_path = allocate_path
         self.route_label = RouteLabels()
+        # Ids unique per process (random prefix) and across its requests (a counter):
+        # cheaper than a uuid4 per request, and ids need not be unguessable.
+        self._id_prefix, self._id_counter = secrets.token_hex(8), itertools.count()
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _inbound_request_id(scope) or uuid.uuid4().hex
+        request_id = _inbound_request_id(scope) or (
+            f"{self._id_prefix}{next(self._id_counter):016x}")
         token = request_id_var.set(request_id)
         state: dict[str, Any] = scope.setdefault("state", {})
         started = time.perf_counter()
@@ -113,7 +121,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                message["headers"] = [*message.get("headers", ()),
+                                      (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
@@ -132,8 +141,9 @@ class RequestContextMiddleware:
     ) -> None:
         route = self.route_label(scope)
         method = scope["method"]
-        self.metrics.http_requests.labels(route, method, str(status)).inc()
-        self.metrics.http_latency.labels(route, method).observe(elapsed)
+        requests, latency = self._series_for(route, method, status)
+        requests.inc()
+        latency.observe(elapsed)
         outcome = state.get("outcome") or state.get("error_code")
         outcome = outcome or ("ok" if status < 400 else "error")
         if route == self.allocate_path and method == "POST":
@@ -144,6 +154,17 @@ class RequestContextMiddleware:
             "outcome": outcome, "latency_ms": round(elapsed * 1000, 2),
             "client": state.get("client_ip"),
         }})
+
+    def _series_for(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The labelled request counter and latency histogram, looked up once per label
+        set (label values are bounded: route templates, methods, statuses)."""
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (self.metrics.http_requests.labels(route, method, str(status)),
+                      self.metrics.http_latency.labels(route, method))
+            self._series[key] = series
+        return series
 
     def _record_allocation(self, state: dict[str, Any], status: int, elapsed: float) -> None:
         allocation = _allocation_outcome(state, status)
@@ -156,14 +177,19 @@ class RequestContextMiddleware:
             self.metrics.allocation_conflicts.observe(conflicts)
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+def install_middleware(
+    app: FastAPI, settings: Settings, metrics: Metrics,
+    direct: Iterable[tuple[BaseRoute, Endpoint]] = (),
+) -> None:
     """Add every middleware, outermost first:
 
     1. security headers: wraps everything, so 404/422/429/500 and preflights get them too;
     2. request context: the id, log line and metrics cover every answer below it;
     3. CORS (only with allowed origins): 429/413 answers stay readable by browsers;
     4. size limits: junk is refused before it costs a rate-limit lookup;
-    5. rate limits, just outside the routes.
+    5. rate limits, just outside the routes;
+    6. the `direct` routes (app/api/direct.py: the allocate route), innermost, so
+       everything above applies to them as to any route.
     """
     base = settings.api_base_path
     layers: list[tuple[Any, dict[str, Any]]] = [
@@ -181,5 +207,9 @@ def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> No
     if settings.rate_limit_enabled:
         limits = RateLimits.from_settings(settings, app.state.token_book)
         layers.append((RateLimitMiddleware, {"limits": limits, "metrics": metrics}))
+    for route, endpoint in direct:
+        layers.append((DirectRoute, {"route": route, "endpoint": endpoint,
+                                     "exception_handlers": app.exception_handlers}))
     for layer, options in reversed(layers):  # add_middleware: the last added runs first
         app.add_middleware(layer, **options)
+

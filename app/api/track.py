@@ -8,6 +8,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from app.allocation import AllocationRequest
@@ -30,7 +31,7 @@ from app.api.schemas import (
 )
 from app.domain import Sandbox
 
-__all__ = ["build_router"]
+__all__ = ["allocate", "allocate_route", "build_router"]
 
 SandboxId = Annotated[
     str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
@@ -174,3 +175,9 @@ def build_router(base: str) -> APIRouter:
         responses=error_docs(400, 401, 403, 404, 409, 422, 429, 503),
     )
     return router
+
+
+def allocate_route(router: APIRouter) -> APIRoute:
+    """The allocate route of a router from build_router (for DirectRoute)."""
+    (route,) = [r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is allocate]
+    return route
