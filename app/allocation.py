@@ -95,7 +95,8 @@ class Allocator:
             if result.outcome is ClaimOutcome.CLAIMED and result.sandbox is not None:
                 return AllocationResult(result.sandbox, created=True, conflicts=conflicts)
             if result.outcome in _LOOK_FOR_LEASE:
-                existing = await self._live_lease(request.owner, result.sandbox)
+                existing = await self._live_lease(
+                    request.owner, result.sandbox, checked=result.lease_checked)
                 if existing is not None:
                     return await self._replay(existing, request, conflicts)
                 if result.outcome is ClaimOutcome.EXHAUSTED:
@@ -186,10 +187,12 @@ class Allocator:
                 f"a lease may last at most {policy.max_lease_sec / 3600:g} h from allocation "
                 "(MAX_LEASE_HOURS)")
 
-    async def _live_lease(self, owner: str, known: Sandbox | None = None) -> Sandbox | None:
+    async def _live_lease(
+        self, owner: str, known: Sandbox | None = None, *, checked: bool = False
+    ) -> Sandbox | None:
         """The owner's lease if still within expires_at; an expired one is ended first.
-        `known` is the lease the store already returned, if it did (no second read)."""
-        lease = known if known is not None else await self._store.get_lease(owner)
+        `known`/`checked`: what the store already answered about it (no second read)."""
+        lease = known if checked or known is not None else await self._store.get_lease(owner)
         if lease is None or not is_expired(lease, self._clock()):
             return lease
         await self._store.transition(

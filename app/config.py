@@ -121,7 +121,9 @@ class Settings(BaseSettings):
     # Budgets in `limits` notation, each counted across all routes per key. Under the moving
     # window, "200/4 seconds" is 50 requests/s with bursts of 200: a burst of 200 passes at
     # once, and no 4 s stretch admits more than 200 (50/s sustained). "50/second;200/4 seconds"
-    # would cap every second at 50, so that burst could never happen.
+    # would cap every second at 50, so that burst could never happen. The moving window
+    # stores one timestamp per request in the window: for budgets of thousands per window,
+    # "sliding-window-counter" (two counters per key) is the cheaper strategy.
     rate_limit_enabled: bool = True
     rate_limit_principal: str = "200/4 seconds"  # per token, keyed by its id (never the token)
     rate_limit_ip: str = "200/4 seconds"  # per client IP; /healthz, /readyz, /metrics exempt

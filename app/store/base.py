@@ -37,8 +37,11 @@ class ClaimOutcome(Enum):
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
     outcome: ClaimOutcome
-    sandbox: Sandbox | None = None
+    sandbox: Sandbox | None = None  # CLAIMED: the claim; otherwise the owner's lease, if known
     conflicts: int = 0
+    # The store already read the owner's live lease for this answer: `sandbox` is it, and
+    # None means there is none (saves the allocator a second trip when the pool is dry).
+    lease_checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,9 +100,10 @@ def claim_available_op(
         try:
             row = conn.execute(sql, params).fetchone()
         except sqlite3.IntegrityError:  # one live lease per owner; the statement is undone
-            return ClaimResult(ClaimOutcome.OWNER_HAS_LEASE, read_lease(conn))
-        if row is None:
-            return ClaimResult(ClaimOutcome.EXHAUSTED)
+            return ClaimResult(ClaimOutcome.OWNER_HAS_LEASE, read_lease(conn),
+                               lease_checked=True)
+        if row is None:  # a dry pool: the owner may still hold a lease to replay
+            return ClaimResult(ClaimOutcome.EXHAUSTED, read_lease(conn), lease_checked=True)
         claimed = to_domain(row)
         if event is not None:
             _record(conn, event, claimed)

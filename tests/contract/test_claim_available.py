@@ -57,8 +57,19 @@ async def test_an_owner_with_a_live_lease_gets_no_second_sandbox(store: SandboxS
     again = await store.claim_available(None, 5, lease("o-1"), allocated())
     assert again.outcome is ClaimOutcome.OWNER_HAS_LEASE
     # A store may hand the lease back with the answer (SQLite does); if so, it is the lease.
-    assert again.sandbox in (None, first.sandbox)
+    assert again.sandbox == (first.sandbox if again.lease_checked else None)
     assert len(await store.find_available(None, 10)) == 4
+
+
+async def test_a_dry_pool_still_answers_about_the_owners_lease(store: SandboxStore) -> None:
+    await store.add(make(1))
+    first = await store.claim_available(None, 5, lease("o-1"))
+    assert first.outcome is ClaimOutcome.CLAIMED
+    holder = await store.claim_available(None, 5, lease("o-1"))
+    stranger = await store.claim_available(None, 5, lease("o-2"))
+    assert holder.outcome is stranger.outcome is ClaimOutcome.EXHAUSTED
+    assert holder.sandbox == (first.sandbox if holder.lease_checked else None)
+    assert stranger.sandbox is None
 
 
 async def test_concurrent_callers_never_share_a_sandbox(store: SandboxStore, backend: str) -> None:
