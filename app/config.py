@@ -122,8 +122,8 @@ class Settings(BaseSettings):
     # window, "200/4 seconds" is 50 requests/s with bursts of 200: a burst of 200 passes at
     # once, and no 4 s stretch admits more than 200 (50/s sustained). "50/second;200/4 seconds"
     # would cap every second at 50, so that burst could never happen. The moving window
-    # stores one timestamp per request in the window: for budgets of thousands per window,
-    # "sliding-window-counter" (two counters per key) is the cheaper strategy.
+    # stores one timestamp per admitted request in the window; "sliding-window-counter"
+    # (two counters per key) keeps memory small for budgets of hundreds of thousands.
     rate_limit_enabled: bool = True
     rate_limit_principal: str = "200/4 seconds"  # per token, keyed by its id (never the token)
     rate_limit_ip: str = "200/4 seconds"  # per client IP; /healthz, /readyz, /metrics exempt

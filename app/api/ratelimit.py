@@ -1,7 +1,10 @@
 """Rate limits per client IP and per authenticated principal, checked before routing.
 
-slowapi's `Limiter` is the engine: it builds the storage from RATE_LIMIT_STORAGE_URI and
-the strategy, and its `limiter` counts. Its own middleware is not used: it counts default
+slowapi's `Limiter` is the engine for shared storages: it builds the storage from
+RATE_LIMIT_STORAGE_URI and the strategy, and its `limiter` counts. For memory:// the
+same strategies are counted in-process by `LocalCounter` (app/api/local_limits.py:
+`limits`' memory storage cost a quarter of an allocation's CPU). slowapi's own
+middleware is not used: it counts default
 limits per URL (every /sandboxes/{id} would get its own budget), takes one key function
 where we keep two budgets, and stamps Retry-After on successful responses.
 
@@ -21,7 +24,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 from limits import RateLimitItem, parse_many
@@ -30,12 +33,14 @@ from slowapi.util import get_remote_address
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import TokenBook, token_id
+from app.api.local_limits import Count, LocalCounter
 from app.api.security import refuse
 from app.config import Settings
 from app.observability import Metrics
 
 __all__ = [
-    "EXEMPT_PATHS", "Budget", "ClientAddress", "RateLimitMiddleware", "RateLimits", "Verdict",
+    "EXEMPT_PATHS", "Budget", "ClientAddress", "Counter", "LimitsCounter", "RateLimitMiddleware",
+    "RateLimits", "Verdict",
 ]
 
 log = logging.getLogger("broker.ratelimit")
@@ -112,14 +117,31 @@ class Verdict:
         return headers
 
 
+class Counter(Protocol):
+    def hit(self, item: RateLimitItem, budget: str, key: str) -> Count:
+        """Spend one unit if there is one: (allowed, remaining, reset epoch seconds)."""
+
+
+class LimitsCounter:
+    """Counting through `limits` (shared storages): the hit, then the window's figures."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._strategy = limiter.limiter
+
+    def hit(self, item: RateLimitItem, budget: str, key: str) -> Count:
+        allowed = self._strategy.hit(item, "broker", budget, key)
+        stats = self._strategy.get_window_stats(item, "broker", budget, key)
+        return allowed, stats.remaining, stats.reset_time
+
+
 class RateLimits:
     """The two budgets, the keys requests spend them under, and the counting."""
 
     def __init__(
-        self, limiter: Limiter, *, ip: Budget, principal: Budget, client_address: ClientAddress,
-        token_book: TokenBook, blocking: bool,
+        self, counter: Counter, *, ip: Budget, principal: Budget,
+        client_address: ClientAddress, token_book: TokenBook, blocking: bool,
     ) -> None:
-        self._limiter = limiter
+        self._counter = counter
         self._ip, self._principal = ip, principal
         self.client_address = client_address
         self._tokens = token_book
@@ -127,18 +149,20 @@ class RateLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings, token_book: TokenBook) -> RateLimits:
-        limiter = Limiter(
-            key_func=get_remote_address,  # unused: RateLimits.keys() picks the keys
-            strategy=settings.rate_limit_strategy,
-            storage_uri=settings.rate_limit_storage_uri,
-        )
+        local = settings.rate_limit_storage_uri.startswith("memory://")
+        counter: Counter = LocalCounter(settings.rate_limit_strategy) if local else (
+            LimitsCounter(Limiter(
+                key_func=get_remote_address,  # unused: RateLimits.keys() picks the keys
+                strategy=settings.rate_limit_strategy,
+                storage_uri=settings.rate_limit_storage_uri,
+            )))
         return cls(
-            limiter,
+            counter,
             ip=Budget("ip", tuple(parse_many(settings.rate_limit_ip))),
             principal=Budget("principal", tuple(parse_many(settings.rate_limit_principal))),
             client_address=ClientAddress(settings.trusted_proxy_list),
             token_book=token_book,
-            blocking=not settings.rate_limit_storage_uri.startswith("memory://"),
+            blocking=not local,
         )
 
     def principal(self, scope: Scope) -> str | None:
@@ -160,14 +184,11 @@ class RateLimits:
     def check(self, keys: list[tuple[Budget, str]]) -> Verdict:
         """Spend one unit per limit until one refuses; the verdict names the refusing
         limit, or the one with the least left."""
-        strategy = self._limiter.limiter
         tightest: Verdict | None = None
         for budget, key in keys:
             for item in budget.items:
-                allowed = strategy.hit(item, "broker", budget.name, key)
-                stats = strategy.get_window_stats(item, "broker", budget.name, key)
-                verdict = Verdict(allowed, budget.name, item.amount, stats.remaining,
-                                  stats.reset_time)
+                allowed, remaining, reset_at = self._counter.hit(item, budget.name, key)
+                verdict = Verdict(allowed, budget.name, item.amount, remaining, reset_at)
                 if not allowed:
                     return verdict
                 if tightest is None or verdict.remaining < tightest.remaining:
