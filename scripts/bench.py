@@ -310,8 +310,15 @@ def run_baseline(workers: int, args: argparse.Namespace, workdir: Path) -> dict[
                  url) as server:
         time.sleep(1.0 if workers > 1 else 0.2)
         load(url, "x", "--connections", str(args.connections), "--duration", "2", "--no-check")
-        return measured(server, url, "x", "--connections", str(args.connections),
-                        "--duration", str(args.duration), "--no-check")
+        result = measured(server, url, "x", "--connections", str(args.connections),
+                          "--duration", str(args.duration), "--no-check")
+        # The contention scenario's shape (300 new connections, one request each) on the
+        # bare endpoint: what connection set-up alone costs on this machine.
+        load(url, "x", "--connections", "16", "--requests", "300", "--duration", "60",
+             "--no-check")
+        result["contention"] = measured(server, url, "x", "--connections", "300",
+                                        "--requests", "300", "--duration", "60", "--no-check")
+        return result
 
 
 def run_memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -445,6 +452,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {_fmt(lat['max'])} | {_statuses(base)} | "
             f"{_fmt(base['server']['cpu_us_per_request'])} | "
             f"{base['server']['rss_mib_before']}->{base['server']['rss_mib_after']} |")
+        burst = base.get("contention")
+        if burst:
+            lat = burst["latency_ms"]
+            lines.append(
+                f"| baseline | {workers} | minimal FastAPI POST, 300 at once | "
+                f"{_fmt(burst['throughput_rps'])} | - | - | {_fmt(lat['p50'])} "
+                f"| {_fmt(lat['p95'])} | {_fmt(lat['p99'])} | {_fmt(lat['max'])} "
+                f"| {_statuses(burst)} | {_fmt(burst['server']['cpu_us_per_request'])} | "
+                f"{burst['server']['rss_mib_before']}->{burst['server']['rss_mib_after']} |")
     for run in results["runs"]:
         lines += _run_rows(run)
     memory = results.get("memory")
