@@ -2,9 +2,10 @@
 
 Every call runs as one synchronous unit on a dedicated thread, so a transaction
 never interleaves with another task's. Separate processes (--workers N) serialise
-through SQLite's own locking (BEGIN IMMEDIATE + busy timeout). The claim is a
-conditional UPDATE on status='available'; a partial unique index on the owner of
-allocated rows makes "one live lease per owner" a database constraint.
+through SQLite's own locking (BEGIN IMMEDIATE, waited for in short steps up to the
+busy timeout: sqlite_lock.py). The claim is a conditional UPDATE on
+status='available'; a partial unique index on the owner of allocated rows makes "one
+live lease per owner" a database constraint.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from app.events import Event, EventDraft, EventPage, EventType, stamp
 from app.store.base import ClaimResult, Page, SandboxFilter, Transition
 from app.store.cursor import CursorCodec
 from app.store.sqlite_events import EVENT_SCHEMA, insert_event, select_events
+from app.store.sqlite_lock import begin_immediate
 from app.store.sqlite_rows import (
     COLUMNS,
     SELECT,
@@ -394,7 +396,7 @@ class SqliteStore:
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE … COMMIT, rolled back if the body raises."""
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         yield
     except BaseException:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from app.domain import StoreUnavailable
 from app.store.sqlite import SqliteStore
+from app.store.sqlite_lock import begin_immediate
 
 __all__ = ["BatchingSqliteStore"]
 
@@ -90,7 +91,7 @@ def _execute(
 ) -> builtins.list[tuple[bool, Any]]:
     """Run the batch in one transaction on the store thread; (ok, value) per op."""
     outcomes: builtins.list[tuple[bool, Any]] = []
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         for op, _ in batch:
             try:

@@ -1,0 +1,69 @@
+"""begin_immediate on a real SQLite file shared by two connections: it waits for the
+other connection's write lock, gives up after the busy timeout, and leaves the
+connection's busy timeout as it found it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.store.sqlite_lock import begin_immediate
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, sqlite3.Connection]]:
+    path = tmp_path / "lock.db"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("PRAGMA journal_mode = WAL")
+    first.execute("CREATE TABLE t (n INTEGER)")
+    second = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    yield first, second
+    first.close()
+    second.close()
+
+
+def test_waits_for_the_holder_then_writes(
+    pair: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    holder, waiter = pair
+    waiter.execute("PRAGMA busy_timeout = 5000")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    began = threading.Event()
+
+    def write() -> None:
+        begin_immediate(waiter)
+        began.set()
+        waiter.execute("INSERT INTO t VALUES (2)")
+        waiter.execute("COMMIT")
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert not began.wait(0.2)  # the lock is held: the waiter must not get it
+    holder.execute("COMMIT")
+    thread.join(5)
+    assert began.is_set()
+    assert sorted(n for (n,) in holder.execute("SELECT n FROM t")) == [1, 2]
+    assert waiter.execute("PRAGMA busy_timeout").fetchone() == (5000,)
+
+
+def test_gives_up_after_the_busy_timeout(
+    pair: tuple[sqlite3.Connection, sqlite3.Connection],
+) -> None:
+    holder, waiter = pair
+    waiter.execute("PRAGMA busy_timeout = 50")
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        begin_immediate(waiter)
+    assert not waiter.in_transaction
+    assert waiter.execute("PRAGMA busy_timeout").fetchone() == (50,)
+    holder.execute("COMMIT")
+    begin_immediate(waiter)  # free again: taken at once
+    assert waiter.in_transaction
+    waiter.execute("ROLLBACK")
