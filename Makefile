@@ -39,7 +39,7 @@ test: venv tools browser lint typecheck check-deploy  ## the whole suite, with t
 unit: venv
 	$(PY) -m pytest -m unit --no-cov
 
-bench: venv tools  ## load benchmarks (not part of `make test`, ~9 min): bench/results/<date>.{json,md}
+bench: venv tools  ## load benchmarks (not part of `make test`, ~5 min): bench/results/<date>.{json,md}
 	$(PY) scripts/bench.py
 
 clean:
