@@ -100,6 +100,8 @@ async def test_out_of_range_duration_is_422(seeded: httpx.AsyncClient, value: st
         pytest.param({"X-Instruqt-Sandbox-ID": "   "}, "INVALID_OWNER", id="blank"),
         pytest.param({"X-Instruqt-Sandbox-ID": "x" * 129}, "INVALID_OWNER", id="too-long"),
         pytest.param({"X-Track-ID": "a\tb"}, "INVALID_OWNER", id="control-char"),
+        pytest.param({"X-Instruqt-Sandbox-ID": "ok", "X-Track-ID": ""}, "INVALID_OWNER",
+                     id="empty-legacy-beside-preferred"),
         pytest.param({"X-Instruqt-Sandbox-ID": "ok", "X-Instruqt-Track-ID": ""},
                      "INVALID_HEADER", id="empty-track"),
         pytest.param({"X-Instruqt-Sandbox-ID": "ok", "X-Sandbox-Name-Prefix": "p" * 200},
