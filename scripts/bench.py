@@ -3,11 +3,13 @@
 For each store (sqlite, dynamodb on DynamoDB Local) x workers (1, 2), on fresh data:
   warm-up    a few hundred allocations, so first-request costs are not measured;
   contention a pool of 100 and 300 concurrent owners: exactly 100 must win, 200 get 409;
-  throughput a large pool, 64 connections, distinct owners, for --duration seconds;
+  throughput a large pool, 64 connections, distinct owners, for --duration seconds or
+             as many requests as the pool holds, whichever ends first;
   replay     30% of requests repeat an earlier owner and must get its sandbox back (200);
 then `sandbox-broker verify`. A baseline (tests/load/baseline_app.py: a FastAPI POST that
 returns a small JSON body, served with the same uvicorn settings) is measured with the
-same load for each worker count, so every throughput is also a fraction of that ceiling.
+same load for each worker count, so every throughput is also a fraction of that ceiling,
+and under the contention scenario's shape (300 new connections at once).
 A memory run allocates 200,000 sandboxes on SQLite with 1 worker and compares the
 server's RSS after a warm-up with its RSS at the end.
 
@@ -15,7 +17,7 @@ Load comes from tests/load/runner.py in its own process; the server's RSS and CP
 are read from /proc (the whole process tree, so uvicorn's supervisor is included).
 Writes bench/results/<YYYY-MM-DD>.json and .md and prints the table.
 
-    .venv/bin/python scripts/bench.py                     # everything (~10-15 min)
+    .venv/bin/python scripts/bench.py                     # everything (~5-10 min)
     .venv/bin/python scripts/bench.py --stores sqlite --workers 1 --skip-memory
 """
 
