@@ -1,10 +1,11 @@
 """The allocation core: allocate, read, release and extend leases.
 
 Allocation asks the store to claim one of K available candidates (server-side
-prefix filter) with a conditional write: DynamoDB fetches them and tries them in a
-shuffled order so concurrent callers spread out; SQLite finds and claims inside one
-transaction. If all K were taken meanwhile it tries again, in a wider window each
-round, a bounded number of rounds, then answers CONTENTION.
+prefix filter) with a conditional write. DynamoDB fetches them and tries them in a
+shuffled order so concurrent callers spread out; if all K were taken meanwhile
+(CONFLICT) the allocator tries again, in a wider window each round, a bounded number
+of rounds, then answers CONTENTION. SQLite finds and claims in one statement inside
+its write transaction, so it never answers CONFLICT.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class Allocator:
                         "no sandbox is available" + _prefix_note(request.name_prefix),
                         retry_after=self._policy.exhausted_retry_after,
                     )
-                # The lease ended between the claim and the read: claim afresh.
+                # (DynamoDB) The lease ended between the claim and the read: claim afresh.
         raise Contention(
             "too many concurrent allocations; retry shortly",
             retry_after=self._policy.contention_retry_after,

@@ -107,9 +107,10 @@ def read_owner(request: Request) -> str:
     headers = request.headers
     preferred = clean_header("X-Instruqt-Sandbox-ID", headers.get("x-instruqt-sandbox-id"),
                              code="INVALID_OWNER")
-    # Checked even when the preferred header wins: a header sent is a header validated.
-    legacy = clean_header("X-Track-ID", headers.get("x-track-id"), code="INVALID_OWNER")
-    owner = preferred or legacy
+    # The legacy header is read (and checked) only without the preferred one: existing
+    # lab scripts may send it empty beside X-Instruqt-Sandbox-ID.
+    owner = preferred or clean_header("X-Track-ID", headers.get("x-track-id"),
+                                      code="INVALID_OWNER")
     if owner is None:
         raise ApiError(
             400, "MISSING_OWNER", "send the owner in X-Instruqt-Sandbox-ID (or X-Track-ID)"

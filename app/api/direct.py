@@ -48,7 +48,7 @@ class DirectRoute:
         self.handlers = exception_handlers  # the app's live mapping (later additions count)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or (
+        if scope["type"] != "http" or _route_path(scope) != self.path or (
             scope["method"] != self.method
         ):
             await self.app(scope, receive, send)
@@ -69,3 +69,10 @@ class DirectRoute:
             if cls in self.handlers:
                 return self.handlers[cls]
         return None
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: without the root path a server put in front."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path

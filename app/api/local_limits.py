@@ -105,8 +105,8 @@ class LocalCounter:
         return allowed, remaining, now + (0 if reset_in == math.inf else reset_in)
 
     def _sweep(self, now: float) -> None:
-        """Forget keys whose windows have all passed (memory stays bounded by the keys
-        seen within one period)."""
+        """Forget keys whose windows have all passed. Runs every _SWEEP_EVERY hits, so
+        memory stays bounded by the keys seen between sweeps plus those still counting."""
         self._logs = {k: log for k, log in self._logs.items() if log and log[-1] > now - k[1]}
         self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
         self._counts = {k: c for k, c in self._counts.items() if k[3] >= int(now // k[1]) - 1}

@@ -207,6 +207,8 @@ def install_middleware(
     if settings.rate_limit_enabled:
         limits = RateLimits.from_settings(settings, app.state.token_book)
         layers.append((RateLimitMiddleware, {"limits": limits, "metrics": metrics}))
+    if direct and app.router.dependencies:  # DirectRoute would skip them
+        raise ValueError("app-wide dependencies and direct routes do not mix")
     for route, endpoint in direct:
         layers.append((DirectRoute, {"route": route, "endpoint": endpoint,
                                      "exception_handlers": app.exception_handlers}))

@@ -58,15 +58,19 @@ _SANDBOX_SCHEMA = (
         updated_at INTEGER NOT NULL,
         deletion_attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER,
-        last_error TEXT
+        last_error TEXT,
+        -- unused since claims go in rowid order; kept so an older release can still open
+        -- the file (it indexes this column)
+        pick_key INTEGER NOT NULL DEFAULT (abs(random()) % 1000000007)
     )""",
     """CREATE UNIQUE INDEX IF NOT EXISTS one_live_lease_per_owner
         ON sandboxes(owner) WHERE status = 'allocated'""",
     "CREATE INDEX IF NOT EXISTS by_status_name ON sandboxes(status, name)",
-    # (status, rowid): available rows oldest first, for the claim (sqlite_rows._available).
+    # (status, rowid): available rows in rowid (roughly insertion) order, for the claim
+    # (sqlite_rows._available).
     "CREATE INDEX IF NOT EXISTS available_first ON sandboxes(status)",
     # Files made before available_first picked at random by pick_key; that index only
-    # slows every claim down now (the pick_key column itself is left alone).
+    # slows every claim down now. (An older release recreates it if it opens the file.)
     "DROP INDEX IF EXISTS by_status_pick",
     """CREATE TABLE IF NOT EXISTS job_leases (
         job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL

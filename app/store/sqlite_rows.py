@@ -59,9 +59,10 @@ def prefix_range(prefix: str) -> tuple[str, str]:
 
 
 def _available(name_prefix: str | None) -> tuple[str, list[Any]]:
-    """The WHERE/ORDER BY of available rows in pick order, and its arguments: oldest
-    first (rowid order, read off `available_first` (status, rowid)), or by name within
-    a prefix (a range of `by_status_name`). Either way an index walk, never a sort."""
+    """The WHERE/ORDER BY of available rows in pick order, and its arguments: rowid
+    order, roughly oldest first (read off `available_first`, i.e. (status, rowid)), or
+    by name within a prefix (a range of `by_status_name`). Either way an index walk,
+    never a sort."""
     if name_prefix:
         return ("status = 'available' AND name >= ? AND name < ? ORDER BY name",
                 [*prefix_range(name_prefix)])
@@ -82,7 +83,9 @@ def claim_statement(name_prefix: str | None) -> tuple[str, list[Any]]:
     trailing (prefix) arguments; the lease's five values come first."""
     where, args = _available(name_prefix)
     inner = f"SELECT rowid FROM sandboxes WHERE {where} LIMIT 1"
-    return f"{_CLAIM_SET} WHERE rowid = ({inner}){_RETURNING}", args
+    # The outer status check is the conditional write every state change makes.
+    return (f"{_CLAIM_SET} WHERE rowid = ({inner}) AND status = 'available'{_RETURNING}",
+            args)
 
 
 def claim_available_op(
@@ -104,7 +107,10 @@ def claim_available_op(
                                lease_checked=True)
         if row is None:  # a dry pool: the owner may still hold a lease to replay
             return ClaimResult(ClaimOutcome.EXHAUSTED, read_lease(conn), lease_checked=True)
-        claimed = to_domain(row)
+        try:
+            claimed = to_domain(row)
+        except Exception as exc:  # the claim must not commit with its caller told "error"
+            raise sqlite3.DatabaseError("the claimed row could not be read") from exc
         if event is not None:
             _record(conn, event, claimed)
         return ClaimResult(ClaimOutcome.CLAIMED, claimed)

@@ -73,3 +73,23 @@ def test_refuses_routes_with_parameters_or_dependencies() -> None:
     for route in [r for r in app.routes if isinstance(r, APIRoute)]:
         with pytest.raises(ValueError, match="cannot be a direct route"):
             DirectRoute(app, route=route, endpoint=endpoint, exception_handlers={})
+
+
+async def test_matches_the_route_path_under_a_root_path() -> None:
+    """Behind `uvicorn --root-path /base` the scope's path carries the prefix."""
+    app = build()
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/base/x", "raw_path": b"/base/x",
+             "root_path": "/base", "query_string": b"", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("t", 80)}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert sent[1]["body"] == b'{"via":"direct","route":"/x"}'
