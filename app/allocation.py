@@ -26,7 +26,7 @@ from app.domain import (
     is_expired,
 )
 from app.events import EventDraft, EventType
-from app.store.base import ClaimOutcome, SandboxStore, Transition
+from app.store.base import ClaimOutcome, ClaimResult, SandboxStore, Transition
 
 __all__ = ["AllocationPolicy", "AllocationRequest", "AllocationResult", "Allocator"]
 
@@ -96,8 +96,7 @@ class Allocator:
             if result.outcome is ClaimOutcome.CLAIMED and result.sandbox is not None:
                 return AllocationResult(result.sandbox, created=True, conflicts=conflicts)
             if result.outcome in _LOOK_FOR_LEASE:
-                existing = await self._live_lease(
-                    request.owner, result.sandbox, checked=result.lease_checked)
+                existing = await self._live_lease(request.owner, result)
                 if existing is not None:
                     return await self._replay(existing, request, conflicts)
                 if result.outcome is ClaimOutcome.EXHAUSTED:
@@ -189,11 +188,14 @@ class Allocator:
                 "(MAX_LEASE_HOURS)")
 
     async def _live_lease(
-        self, owner: str, known: Sandbox | None = None, *, checked: bool = False
+        self, owner: str, answer: ClaimResult | None = None
     ) -> Sandbox | None:
         """The owner's lease if still within expires_at; an expired one is ended first.
-        `known`/`checked`: what the store already answered about it (no second read)."""
-        lease = known if checked or known is not None else await self._store.get_lease(owner)
+        A claim `answer` that already read the lease spares the second read."""
+        if answer is not None and answer.lease_checked:
+            lease = answer.sandbox
+        else:
+            lease = await self._store.get_lease(owner)
         if lease is None or not is_expired(lease, self._clock()):
             return lease
         await self._store.transition(

@@ -34,7 +34,15 @@ class TokenBook:
         ]
 
     def role_of(self, token: str) -> Role | None:
+        return self._match(token_digest(token))
+
+    def identify(self, token: str) -> tuple[Role, str] | None:
+        """The token's role and its id (`token_id`), from one digest; None if unknown."""
         presented = token_digest(token)
+        role = self._match(presented)
+        return None if role is None else (role, presented.hex()[:12])
+
+    def _match(self, presented: bytes) -> Role | None:
         found: Role | None = None
         for digest, role in self._entries:
             if hmac.compare_digest(presented, digest) and found is None:

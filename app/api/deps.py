@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from app.api.auth import Role, TokenBook, token_id
+from app.api.auth import Role, TokenBook
 from app.api.errors import ApiError
 from app.services import Services
 
@@ -49,12 +49,13 @@ def authenticate(request: Request, wanted: Role) -> str:
     if match is None:
         raise ApiError(401, "UNAUTHORIZED", "use 'Authorization: Bearer <token>'", challenge)
     book: TokenBook = request.app.state.token_book
-    role = book.role_of(match.group(1))
-    if role is None:
+    known = book.identify(match.group(1))
+    if known is None:
         raise ApiError(401, "UNAUTHORIZED", "the token is not valid", challenge)
+    role, token_id = known
     if role is not wanted:
         raise ApiError(403, "FORBIDDEN", f"this endpoint needs a {wanted.value} token")
-    principal = f"{wanted.value}:{token_id(match.group(1))}"
+    principal = f"{wanted.value}:{token_id}"
     request.state.principal = principal
     return principal
 

@@ -32,7 +32,7 @@ from slowapi import Limiter
 from slowapi.util import get_remote_address
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import TokenBook, token_id
+from app.api.auth import TokenBook
 from app.api.local_limits import Count, LocalCounter
 from app.api.security import refuse
 from app.config import Settings
@@ -171,8 +171,8 @@ class RateLimits:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
-                role = self._tokens.role_of(token) if scheme == "Bearer" and token else None
-                return None if role is None else f"{role.value}:{token_id(token)}"
+                known = self._tokens.identify(token) if scheme == "Bearer" and token else None
+                return None if known is None else f"{known[0].value}:{known[1]}"
         return None
 
     def keys(self, client_ip: str, principal: str | None) -> list[tuple[Budget, str]]:

@@ -170,7 +170,7 @@ class SqliteStore:
             return await self._run(op)
 
         def in_transaction(conn: sqlite3.Connection) -> T:
-            with _transaction(conn):
+            with self._transaction(conn):
                 return op(conn)
 
         return await self._run(in_transaction)
@@ -194,6 +194,17 @@ class SqliteStore:
         pick order (the window is moot: inside the write transaction nothing conflicts)."""
         self._check_integrity()
         return await self._submit(claim_available_op(name_prefix, lease, event), write=True)
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back if the body raises."""
+        begin_immediate(conn, self._busy_timeout_ms)
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _check_integrity(self) -> None:
         if self._schema_problem:
@@ -229,7 +240,7 @@ class SqliteStore:
         params = [*updates.values(), *args]
 
         def apply(conn: sqlite3.Connection) -> Sandbox | None:
-            with _transaction(conn):
+            with self._transaction(conn):
                 try:
                     row = conn.execute(sql, params).fetchone()
                 except sqlite3.IntegrityError:
@@ -250,7 +261,7 @@ class SqliteStore:
 
         def insert(conn: sqlite3.Connection) -> int:
             added = 0
-            with _transaction(conn):
+            with self._transaction(conn):
                 for sandbox in sandboxes:
                     args = (*to_row(sandbox), sandbox.sandbox_id, sandbox.updated_at)
                     if conn.execute(sql, args).rowcount:
@@ -273,7 +284,7 @@ class SqliteStore:
         tomb = "INSERT OR REPLACE INTO tombstones (sandbox_id, until) VALUES (?, ?)"
 
         def delete(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
+            with self._transaction(conn):
                 row = conn.execute(sql, (sandbox_id, str(expected))).fetchone()
                 if row is None:
                     return False
@@ -380,7 +391,7 @@ class SqliteStore:
         """Drop old events, and tombstones that have run out (same housekeeping pass)."""
 
         def purge(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with self._transaction(conn):
                 conn.execute("DELETE FROM tombstones WHERE until < ?", (before,))
                 return int(conn.execute("DELETE FROM events WHERE at < ?", (before,)).rowcount)
 
@@ -395,15 +406,3 @@ class SqliteStore:
         sql = ("INSERT INTO checkpoints (name, value) VALUES (?, ?)"
                " ON CONFLICT(name) DO UPDATE SET value = excluded.value")
         await self._run(lambda conn: conn.execute(sql, (name, value)))
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE … COMMIT, rolled back if the body raises."""
-    begin_immediate(conn)
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

@@ -62,7 +62,8 @@ class BatchingSqliteStore(SqliteStore):
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                outcomes = await self._run(partial(_execute, batch=batch))
+                outcomes = await self._run(
+                    partial(_execute, batch=batch, busy_timeout_ms=self._busy_timeout_ms))
             except BaseException as exc:  # StoreUnavailable, or cancellation at shutdown
                 error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(
                     "the store did not answer", retry_after=1)
@@ -87,11 +88,12 @@ class BatchingSqliteStore(SqliteStore):
 
 
 def _execute(
-    conn: sqlite3.Connection, batch: Sequence[tuple[_Op, asyncio.Future[Any]]]
+    conn: sqlite3.Connection, batch: Sequence[tuple[_Op, asyncio.Future[Any]]],
+    busy_timeout_ms: int,
 ) -> builtins.list[tuple[bool, Any]]:
     """Run the batch in one transaction on the store thread; (ok, value) per op."""
     outcomes: builtins.list[tuple[bool, Any]] = []
-    begin_immediate(conn)
+    begin_immediate(conn, busy_timeout_ms)
     try:
         for op, _ in batch:
             try:

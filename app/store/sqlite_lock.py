@@ -4,8 +4,8 @@ With `--workers N` the processes take turns at the write lock (BEGIN IMMEDIATE).
 busy handler waits for it by sleeping in growing steps of up to 100 ms, so a worker
 could sleep ~0.6 s for a lock that was held for a few milliseconds (the 2-worker max
 latency in docs/performance.md). `begin_immediate` turns the handler off while it asks
-for the lock, polls in short steps (0.1-2 ms, the GIL released) up to the connection's
-own busy timeout, and turns it back on for the transaction's other statements.
+for the lock, polls in short steps (0.1-2 ms, the GIL released) up to the store's busy
+timeout, and turns it back on for the transaction's other statements.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ __all__ = ["begin_immediate"]
 _FIRST_STEP, _LONGEST_STEP = 0.0001, 0.002  # seconds
 
 
-def begin_immediate(conn: sqlite3.Connection) -> None:
+def begin_immediate(conn: sqlite3.Connection, timeout_ms: int) -> None:
     """BEGIN IMMEDIATE, waiting for another process's write lock in short steps;
-    raises the last "database is locked" once the busy timeout has passed."""
-    (timeout_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    raises the last "database is locked" once `timeout_ms` (the connection's busy
+    timeout, restored afterwards) has passed."""
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         deadline = time.monotonic() + timeout_ms / 1000

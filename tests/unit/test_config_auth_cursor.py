@@ -56,6 +56,8 @@ def test_token_book_roles() -> None:
     assert book.role_of(GOOD_A) is Role.ADMIN
     assert book.role_of("nope") is None
     assert GOOD_T not in token_id(GOOD_T) and len(token_id(GOOD_T)) == 12
+    assert book.identify(GOOD_A) == (Role.ADMIN, token_id(GOOD_A))
+    assert book.identify("nope") is None
 
 
 def test_cursor_round_trip_and_tampering() -> None:

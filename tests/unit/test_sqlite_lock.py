@@ -38,7 +38,7 @@ def test_waits_for_the_holder_then_writes(
     began = threading.Event()
 
     def write() -> None:
-        begin_immediate(waiter)
+        begin_immediate(waiter, 5000)
         began.set()
         waiter.execute("INSERT INTO t VALUES (2)")
         waiter.execute("COMMIT")
@@ -60,10 +60,10 @@ def test_gives_up_after_the_busy_timeout(
     waiter.execute("PRAGMA busy_timeout = 50")
     holder.execute("BEGIN IMMEDIATE")
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        begin_immediate(waiter)
+        begin_immediate(waiter, 50)
     assert not waiter.in_transaction
     assert waiter.execute("PRAGMA busy_timeout").fetchone() == (50,)
     holder.execute("COMMIT")
-    begin_immediate(waiter)  # free again: taken at once
+    begin_immediate(waiter, 50)  # free again: taken at once
     assert waiter.in_transaction
     waiter.execute("ROLLBACK")
