@@ -25,6 +25,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from app.domain import Status
+from app.log_buffer import BufferedStreamHandler
 
 __all__ = [
     "ALLOCATION_OUTCOMES",
@@ -257,8 +258,11 @@ def configure_logging(level: str = "INFO") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BufferedStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
+    for previous in root.handlers:
+        if isinstance(previous, BufferedStreamHandler):  # its flusher thread stops
+            previous.close()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
