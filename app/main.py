@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -29,6 +31,14 @@ from app.store import SandboxStore, create_store
 from app.webhooks import webhook_jobs
 
 __all__ = ["app_from_environment", "create_app"]
+
+# FastAPI (0.165 on) asks OpenTelemetry on every request whether a global provider is
+# configured (a few µs of environment lookups). The service reports through Prometheus
+# and its JSON logs, so those native hooks are switched off where FastAPI has them.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
 
 
 def _policy(settings: Settings) -> AllocationPolicy:
@@ -94,6 +104,7 @@ def create_app(
         openapi_url=f"{base}/openapi.json",
         swagger_ui_oauth2_redirect_url=f"{base}/docs/oauth2-redirect",
         lifespan=lifespan,
+        **_NO_NATIVE_TELEMETRY,
     )
     app.state.services = services
     app.state.token_book = TokenBook(settings.track_tokens, settings.admin_tokens)

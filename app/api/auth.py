@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from enum import Enum
+from typing import Any
 
 __all__ = ["Role", "TokenBook", "token_digest", "token_id"]
 
@@ -41,6 +42,19 @@ class TokenBook:
         presented = token_digest(token)
         role = self._match(presented)
         return None if role is None else (role, presented.hex()[:12])
+
+    def identify_for(self, token: str, state: dict[str, Any]) -> tuple[Role, str] | None:
+        """`identify`, digested at most once per request: the rate limiter and the
+        route's auth both ask, so the answer waits in the request's state beside the
+        token it is for (both come from that request's own header, so comparing them
+        reveals nothing)."""
+        seen = state.get("token_identity")
+        if seen is not None and seen[0] == token:
+            known: tuple[Role, str] | None = seen[1]
+            return known
+        known = self.identify(token)
+        state["token_identity"] = (token, known)
+        return known
 
     def _match(self, presented: bytes) -> Role | None:
         found: Role | None = None

@@ -49,7 +49,7 @@ def authenticate(request: Request, wanted: Role) -> str:
     if match is None:
         raise ApiError(401, "UNAUTHORIZED", "use 'Authorization: Bearer <token>'", challenge)
     book: TokenBook = request.app.state.token_book
-    known = book.identify(match.group(1))
+    known = book.identify_for(match.group(1), request.scope.setdefault("state", {}))
     if known is None:
         raise ApiError(401, "UNAUTHORIZED", "the token is not valid", challenge)
     role, token_id = known

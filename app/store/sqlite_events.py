@@ -33,12 +33,13 @@ EVENT_SCHEMA = (
 _FIELDS = ("event_id", "at", "type", "sandbox_id", "owner", "track_name", "actor", "reason")
 
 
+_INSERT = f"INSERT INTO events ({', '.join(_FIELDS)}) VALUES ({', '.join('?' for _ in _FIELDS)})"
+
+
 def insert_event(conn: sqlite3.Connection, event: Event) -> None:
     """Append inside the caller's transaction (so it commits or rolls back with it)."""
-    conn.execute(
-        f"INSERT INTO events ({', '.join(_FIELDS)}) VALUES ({', '.join('?' for _ in _FIELDS)})",
-        tuple(str(event.type) if f == "type" else getattr(event, f) for f in _FIELDS),
-    )
+    conn.execute(_INSERT, (event.event_id, event.at, str(event.type), event.sandbox_id,
+                           event.owner, event.track_name, event.actor, event.reason))
 
 
 def select_events(

@@ -60,6 +60,16 @@ def test_token_book_roles() -> None:
     assert book.identify("nope") is None
 
 
+def test_token_identity_is_kept_per_request_for_that_token_only() -> None:
+    book = TokenBook(track=[GOOD_T], admin=[GOOD_A])
+    state: dict[str, object] = {}
+    assert book.identify_for(GOOD_A, state) == (Role.ADMIN, token_id(GOOD_A))
+    assert state["token_identity"] == (GOOD_A, (Role.ADMIN, token_id(GOOD_A)))
+    assert book.identify_for(GOOD_A, state) == (Role.ADMIN, token_id(GOOD_A))
+    assert book.identify_for("nope", state) is None  # another token is never answered
+    assert book.identify_for(GOOD_T, state) == (Role.TRACK, token_id(GOOD_T))  # from memory
+
+
 def test_cursor_round_trip_and_tampering() -> None:
     codec = CursorCodec(b"k1")
     cursor = codec.encode({"after": "sbx-9"})
