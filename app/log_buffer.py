@@ -7,14 +7,17 @@ together: at the latest `interval` seconds after they were logged, as soon as
 `capacity` lines wait, and at once when a WARNING or worse arrives (so problems are
 never held back, and the lines before them come out first, in order). A crash can
 lose at most `interval` seconds of INFO lines; a normal exit flushes everything
-(`logging.shutdown` flushes and closes every handler). Lines are never split, and no
+(`logging.shutdown` flushes and closes every handler); a forked child starts its own
+flusher. Lines are never split, and no
 write is larger than a pipe writes atomically unless one line alone is.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from select import PIPE_BUF
 from typing import TextIO
 
@@ -34,9 +37,15 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._flush_level = flush_level
         self._interval = interval
         self._closing = threading.Event()
-        self._flusher = threading.Thread(
+        self._flusher = self._start_flusher()
+        handler = weakref.ref(self)  # the fork hook must not keep a retired handler alive
+        os.register_at_fork(after_in_child=lambda: _continue_in_child(handler))
+
+    def _start_flusher(self) -> threading.Thread:
+        flusher = threading.Thread(
             target=self._flush_every_interval, name="log-flusher", daemon=True)
-        self._flusher.start()
+        flusher.start()
+        return flusher
 
     def emit(self, record: logging.LogRecord) -> None:
         """Called by `handle` with the handler's lock held."""
@@ -87,3 +96,12 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.flush()
             except Exception:  # a closed or broken stream: nothing left to write to
                 return
+
+
+def _continue_in_child(ref: weakref.ref[BufferedStreamHandler]) -> None:
+    """A forked child has no flusher thread and a copy of the parent's waiting lines
+    (the parent writes those): start its own thread with an empty buffer."""
+    handler = ref()
+    if handler is not None and not handler._closing.is_set():
+        handler._lines.clear()
+        handler._flusher = handler._start_flusher()

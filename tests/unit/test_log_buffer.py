@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from select import PIPE_BUF
 
 import pytest
@@ -113,6 +115,28 @@ def test_close_writes_what_waits_and_stops_the_flusher(stream: RecordingStream) 
     handler.close()
     assert stream.getvalue() == "last words\n"
     assert not handler._flusher.is_alive()
+
+
+def test_a_forked_child_flushes_its_own_lines_not_the_parents(tmp_path: Path) -> None:
+    path = tmp_path / "forked.log"
+    with path.open("w") as stream:
+        handler = BufferedStreamHandler(stream, interval=0.02)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        try:
+            handler.handle(logging.makeLogRecord({"msg": "parent", "levelno": logging.INFO}))
+            pid = os.fork()
+            if pid == 0:  # the child: log once, wait for its flusher, leave without teardown
+                handler.handle(logging.makeLogRecord({"msg": "child", "levelno": logging.INFO}))
+                deadline = time.monotonic() + 5
+                while handler._lines and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                os._exit(0 if not handler._lines else 1)
+            _, status = os.waitpid(pid, 0)
+            handler.flush()
+        finally:
+            handler.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(path.read_text().splitlines()) == ["child", "parent"]
 
 
 def test_a_failing_format_is_reported_not_raised(
