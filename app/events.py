@@ -62,7 +62,8 @@ class EventPage:
 class _Suffixes:
     """The part of an event id after its time: a random per-process prefix (renewed in
     a forked child) and a counter. Unique across processes and replicas as a uuid4 would
-    be, in order within a process, and without a system call per event."""
+    be, in order within a process (but for the counter's wrap, once in 2**32 events), and
+    without a system call per event."""
 
     def __init__(self) -> None:
         self.renew()
@@ -70,7 +71,8 @@ class _Suffixes:
 
     def renew(self) -> None:
         self._prefix = secrets.token_hex(4)
-        self._counter = itertools.count()
+        self._counter = itertools.count(secrets.randbits(32))  # two equal prefixes
+        # would also need counters that meet in the same millisecond
 
     def next(self) -> str:
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFF:08x}"

@@ -51,7 +51,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Called by `handle` with the handler's lock held."""
         try:
             self._lines.append(self.format(record))
-            if record.levelno >= self._flush_level or len(self._lines) >= self._capacity:
+            if (record.levelno >= self._flush_level or len(self._lines) >= self._capacity
+                    or self._closing.is_set()):  # once closing, nothing would write it later
                 self._write_out()
         except Exception:
             self.handleError(record)
@@ -61,9 +62,9 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._write_out()
 
     def close(self) -> None:
+        """Stop the flusher (it ends within `interval`; not joined, as `logging.shutdown`
+        calls this holding the lock the flusher may be waiting for) and write the rest."""
         self._closing.set()
-        if self._flusher is not threading.current_thread():
-            self._flusher.join(timeout=1)
         try:
             self.flush()
         finally:
@@ -71,17 +72,19 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _write_out(self) -> None:
         """Whole lines, at most PIPE_BUF bytes per write where lines allow: several
-        workers may share one pipe, and only writes that small are never interleaved."""
+        workers may share one pipe, and only writes that small are never interleaved.
+        The lines leave the buffer first: if the stream fails they are dropped (as a
+        plain StreamHandler drops its line), never written twice or kept growing."""
+        lines, self._lines = self._lines, []
         chunk: list[str] = []
         size = 0
-        for line in self._lines:
+        for line in lines:
             length = len(line) + 1 if line.isascii() else 4 * len(line) + 1
             if chunk and size + length > PIPE_BUF:
                 self._write_chunk(chunk)
                 chunk, size = [], 0
             chunk.append(line)
             size += length
-        self._lines.clear()
         self._write_chunk(chunk)
 
     def _write_chunk(self, lines: list[str]) -> None:
@@ -94,8 +97,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         while not self._closing.wait(self._interval):
             try:
                 self.flush()
-            except Exception:  # a closed or broken stream: nothing left to write to
-                return
+            except Exception:  # a broken stream dropped those lines; the next
+                continue  # interval tries again (it may have been a passing EAGAIN)
 
 
 def _continue_in_child(ref: weakref.ref[BufferedStreamHandler]) -> None:

@@ -261,8 +261,8 @@ def configure_logging(level: str = "INFO") -> None:
     handler = BufferedStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    for previous in root.handlers:
-        if isinstance(previous, BufferedStreamHandler):  # its flusher thread stops
-            previous.close()
-    root.handlers[:] = [handler]
+    previous, root.handlers[:] = root.handlers[:], [handler]
+    for retired in previous:  # replaced first, so no line goes to a closed buffer
+        if isinstance(retired, BufferedStreamHandler):  # its flusher thread stops
+            retired.close()
     root.setLevel(level.upper())

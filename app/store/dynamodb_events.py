@@ -1,8 +1,9 @@
 """The DynamoDB event log: event items put in the same TransactWriteItems as the change
 they record, per-sandbox timelines, a sharded feed, retention and checkpoints.
 
-Order is event_id ("<epoch ms>-<random>"), not commit order: many replicas share no
-commit sequence short of a hot counter item that every allocation would contend on.
+Order is event_id ("<epoch ms>-<process prefix><counter>"), not commit order: many
+replicas share no commit sequence short of a hot counter item that every allocation
+would contend on.
 So the feed hands out only events older than a settle window: by then every write
 stamped earlier has committed (one store call is bounded well below the window), and
 a cursor never skips an event that committed late. A sandbox's own timeline is a

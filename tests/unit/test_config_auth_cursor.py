@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.api.auth import Role, TokenBook, token_id
+from app.api import auth
+from app.api.auth import Role, TokenBook, token_digest, token_id
 from app.config import Settings
 from app.domain import InvalidInput
 from app.store.cursor import CursorCodec
@@ -60,14 +61,22 @@ def test_token_book_roles() -> None:
     assert book.identify("nope") is None
 
 
-def test_token_identity_is_kept_per_request_for_that_token_only() -> None:
+def test_token_identity_is_kept_per_request_for_that_token_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     book = TokenBook(track=[GOOD_T], admin=[GOOD_A])
+    admin, track = (Role.ADMIN, token_id(GOOD_A)), (Role.TRACK, token_id(GOOD_T))
+    digested: list[str] = []
+    monkeypatch.setattr(auth, "token_digest", lambda t: digested.append(t) or token_digest(t))
     state: dict[str, object] = {}
-    assert book.identify_for(GOOD_A, state) == (Role.ADMIN, token_id(GOOD_A))
-    assert state["token_identity"] == (GOOD_A, (Role.ADMIN, token_id(GOOD_A)))
-    assert book.identify_for(GOOD_A, state) == (Role.ADMIN, token_id(GOOD_A))
-    assert book.identify_for("nope", state) is None  # another token is never answered
-    assert book.identify_for(GOOD_T, state) == (Role.TRACK, token_id(GOOD_T))  # from memory
+    assert book.identify_for(GOOD_A, state) == admin
+    assert book.identify_for(GOOD_A, state) == admin
+    assert digested == [GOOD_A]  # the second answer came from the request's state
+    assert book.identify_for("nope", state) is None  # another token is digested afresh
+    assert book.identify_for(GOOD_T, state) == track
+    assert digested == [GOOD_A, "nope", GOOD_T]
+    assert book.identify_for(GOOD_A, {}) == admin  # a new request digests again
+    assert digested[-1] == GOOD_A
 
 
 def test_cursor_round_trip_and_tampering() -> None:

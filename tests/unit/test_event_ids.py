@@ -3,6 +3,7 @@ within a process, and different in a forked child."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -24,7 +25,8 @@ def test_ids_have_the_documented_shape_and_sort_by_time() -> None:
 def test_ids_of_one_process_are_unique_and_in_creation_order() -> None:
     ids = [_id() for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
-    assert ids == sorted(ids)
+    # In creation order, but for at most one wrap of the 32-bit counter (random start).
+    assert sum(earlier > later for earlier, later in itertools.pairwise(ids)) <= 1
 
 
 def test_a_forked_child_draws_a_new_prefix() -> None:

@@ -114,29 +114,73 @@ def test_close_writes_what_waits_and_stops_the_flusher(stream: RecordingStream) 
     handler.handle(logging.makeLogRecord({"msg": "last words", "levelno": logging.INFO}))
     handler.close()
     assert stream.getvalue() == "last words\n"
+    handler._flusher.join(timeout=5)
     assert not handler._flusher.is_alive()
+    handler.handle(logging.makeLogRecord({"msg": "after close", "levelno": logging.INFO}))
+    assert stream.getvalue() == "last words\nafter close\n"  # written through, not kept
 
 
-def test_a_forked_child_flushes_its_own_lines_not_the_parents(tmp_path: Path) -> None:
+def test_a_forked_child_has_its_own_flusher_and_not_the_parents_lines(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "forked.log"
     with path.open("w") as stream:
-        handler = BufferedStreamHandler(stream, interval=0.02)
+        # A long interval: the parent's flusher sleeps, so the fork cannot catch it
+        # holding the file's lock.
+        handler = BufferedStreamHandler(stream, interval=3600)
         handler.setFormatter(logging.Formatter("%(message)s"))
         try:
             handler.handle(logging.makeLogRecord({"msg": "parent", "levelno": logging.INFO}))
+            parents_flusher = handler._flusher
             pid = os.fork()
-            if pid == 0:  # the child: log once, wait for its flusher, leave without teardown
+            if pid == 0:  # the child: check, log, write, leave without pytest's teardown
+                ok = (handler._lines == [] and handler._flusher is not parents_flusher
+                      and handler._flusher.is_alive())
                 handler.handle(logging.makeLogRecord({"msg": "child", "levelno": logging.INFO}))
-                deadline = time.monotonic() + 5
-                while handler._lines and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                os._exit(0 if not handler._lines else 1)
+                handler.flush()
+                os._exit(0 if ok else 1)
             _, status = os.waitpid(pid, 0)
             handler.flush()
         finally:
             handler.close()
     assert os.waitstatus_to_exitcode(status) == 0
-    assert sorted(path.read_text().splitlines()) == ["child", "parent"]
+    assert path.read_text().splitlines() == ["child", "parent"]
+
+
+class BrokenStream(RecordingStream):
+    """Fails every write whose text holds `poison`."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__()
+        self.poison = poison
+
+    def write(self, text: str) -> int:
+        if self.poison in text:
+            raise BrokenPipeError("the reader went away")
+        return super().write(text)
+
+
+def test_a_failing_write_drops_its_lines_once_and_the_rest_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = BrokenStream(poison="bad")
+    handler = BufferedStreamHandler(stream, interval=0.02, capacity=10_000)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    try:
+        first = [f"{n:03d} bad " + "x" * 290 for n in range(20)]  # > PIPE_BUF: 2 chunks
+        for line in first:
+            handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        handler.handle(logging.makeLogRecord({"msg": "w", "levelno": logging.WARNING}))
+        assert len(reported) == 1 and handler._lines == []  # dropped, not kept growing
+        handler.handle(logging.makeLogRecord({"msg": "later", "levelno": logging.INFO}))
+        deadline = time.monotonic() + 5  # the flusher survived the failure and goes on
+        while "later" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        handler.close()
+    assert stream.getvalue() == "later\n"  # nothing written twice, nothing out of order
 
 
 def test_a_failing_format_is_reported_not_raised(
@@ -162,6 +206,7 @@ def test_configuring_again_retires_the_previous_handler() -> None:
         configure_logging("INFO")
         (second,) = root.handlers
         assert isinstance(first, BufferedStreamHandler) and second is not first
+        first._flusher.join(timeout=5)
         assert not first._flusher.is_alive()
     finally:
         for handler in root.handlers:
