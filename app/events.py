@@ -60,10 +60,11 @@ class EventPage:
 
 
 class _Suffixes:
-    """The part of an event id after its time: a random per-process prefix (renewed in
-    a forked child) and a counter. Unique across processes and replicas as a uuid4 would
-    be, in order within a process (but for the counter's wrap, once in 2**32 events), and
-    without a system call per event."""
+    """The part of an event id after its time: a random 32-bit per-process prefix
+    (renewed in a forked child) and a 32-bit counter from a random start. Two processes
+    collide only with equal prefixes and counters in the same millisecond; ids are in
+    order within a process (but for the counter's wrap, once in 2**32 events); and no
+    system call per event, as uuid4 made."""
 
     def __init__(self) -> None:
         self.renew()
@@ -71,8 +72,7 @@ class _Suffixes:
 
     def renew(self) -> None:
         self._prefix = secrets.token_hex(4)
-        self._counter = itertools.count(secrets.randbits(32))  # two equal prefixes
-        # would also need counters that meet in the same millisecond
+        self._counter = itertools.count(secrets.randbits(32))
 
     def next(self) -> str:
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFF:08x}"

@@ -8,8 +8,8 @@ together: at the latest `interval` seconds after they were logged, as soon as
 never held back, and the lines before them come out first, in order). A crash can
 lose at most `interval` seconds of INFO lines; a normal exit flushes everything
 (`logging.shutdown` flushes and closes every handler); a forked child starts its own
-flusher. Lines are never split, and no
-write is larger than a pipe writes atomically unless one line alone is.
+flusher. Lines are never split, and no write is larger than a pipe writes atomically
+unless one line alone is.
 """
 
 from __future__ import annotations
