@@ -66,10 +66,7 @@ def _add_missing(message: Message, defaults: list[tuple[bytes, bytes]]) -> None:
     or looser, policy wins: the dashboard sends its own CSP)."""
     headers = list(message.get("headers", ()))
     present = {name.lower() for name, _ in headers}
-    if present.isdisjoint(name for name, _ in defaults):  # the usual case: add them all
-        headers.extend(defaults)
-    else:
-        headers.extend(item for item in defaults if item[0] not in present)
+    headers.extend(item for item in defaults if item[0] not in present)
     message["headers"] = headers
 
 

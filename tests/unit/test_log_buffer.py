@@ -7,9 +7,10 @@ import io
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from select import PIPE_BUF
+from typing import Any, TextIO
 
 import pytest
 
@@ -27,6 +28,23 @@ class RecordingStream(io.StringIO):
     def write(self, text: str) -> int:
         self.writes.append(text)
         return super().write(text)
+
+
+def _plain(stream: TextIO, **options: Any) -> BufferedStreamHandler:
+    """A handler that writes bare messages."""
+    handler = BufferedStreamHandler(stream, **options)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def _log(handler: BufferedStreamHandler, message: str, level: int = logging.INFO) -> None:
+    handler.handle(logging.makeLogRecord({"msg": message, "levelno": level}))
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -79,12 +97,11 @@ def test_a_full_buffer_is_written_without_waiting(
 
 
 def test_writes_stay_within_an_atomic_pipe_write(stream: RecordingStream) -> None:
-    handler = BufferedStreamHandler(stream, interval=3600, capacity=10_000)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = _plain(stream, interval=3600, capacity=10_000)
     lines = [f"{n:04d} " + "x" * 295 for n in range(100)] + ["é" * 900, "y" * 9000]
     try:
         for line in lines:
-            handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+            _log(handler, line)
         handler.flush()
     finally:
         handler.close()
@@ -96,27 +113,23 @@ def test_writes_stay_within_an_atomic_pipe_write(stream: RecordingStream) -> Non
 
 
 def test_waiting_lines_are_written_within_the_interval(stream: RecordingStream) -> None:
-    handler = BufferedStreamHandler(stream, interval=0.02)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = _plain(stream, interval=0.02)
     try:
-        handler.handle(logging.makeLogRecord({"msg": "quiet", "levelno": logging.INFO}))
-        deadline = time.monotonic() + 5
-        while not stream.getvalue() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _log(handler, "quiet")
+        _wait_until(lambda: bool(stream.getvalue()))
         assert stream.getvalue() == "quiet\n"
     finally:
         handler.close()
 
 
 def test_close_writes_what_waits_and_stops_the_flusher(stream: RecordingStream) -> None:
-    handler = BufferedStreamHandler(stream, interval=3600)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.handle(logging.makeLogRecord({"msg": "last words", "levelno": logging.INFO}))
+    handler = _plain(stream, interval=3600)
+    _log(handler, "last words")
     handler.close()
     assert stream.getvalue() == "last words\n"
     handler._flusher.join(timeout=5)
     assert not handler._flusher.is_alive()
-    handler.handle(logging.makeLogRecord({"msg": "after close", "levelno": logging.INFO}))
+    _log(handler, "after close")
     assert stream.getvalue() == "last words\nafter close\n"  # written through, not kept
 
 
@@ -127,16 +140,15 @@ def test_a_forked_child_has_its_own_flusher_and_not_the_parents_lines(
     with path.open("w") as stream:
         # A long interval: the parent's flusher sleeps, so the fork cannot catch it
         # holding the file's lock.
-        handler = BufferedStreamHandler(stream, interval=3600)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler = _plain(stream, interval=3600)
         try:
-            handler.handle(logging.makeLogRecord({"msg": "parent", "levelno": logging.INFO}))
+            _log(handler, "parent")
             parents_flusher = handler._flusher
             pid = os.fork()
             if pid == 0:  # the child: check, log, write, leave without pytest's teardown
                 ok = (handler._lines == [] and handler._flusher is not parents_flusher
                       and handler._flusher.is_alive())
-                handler.handle(logging.makeLogRecord({"msg": "child", "levelno": logging.INFO}))
+                _log(handler, "child")
                 handler.flush()
                 os._exit(0 if ok else 1)
             _, status = os.waitpid(pid, 0)
@@ -164,20 +176,17 @@ def test_a_failing_write_drops_its_lines_once_and_the_rest_go_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stream = BrokenStream(poison="bad")
-    handler = BufferedStreamHandler(stream, interval=0.02, capacity=10_000)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = _plain(stream, interval=0.02, capacity=10_000)
     reported: list[logging.LogRecord] = []
     monkeypatch.setattr(handler, "handleError", reported.append)
     try:
         first = [f"{n:03d} bad " + "x" * 290 for n in range(20)]  # > PIPE_BUF: 2 chunks
         for line in first:
-            handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
-        handler.handle(logging.makeLogRecord({"msg": "w", "levelno": logging.WARNING}))
+            _log(handler, line)
+        _log(handler, "w", logging.WARNING)
         assert len(reported) == 1 and handler._lines == []  # dropped, not kept growing
-        handler.handle(logging.makeLogRecord({"msg": "later", "levelno": logging.INFO}))
-        deadline = time.monotonic() + 5  # the flusher survived the failure and goes on
-        while "later" not in stream.getvalue() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _log(handler, "later")
+        _wait_until(lambda: "later" in stream.getvalue())  # the flusher carries on
     finally:
         handler.close()
     assert stream.getvalue() == "later\n"  # nothing written twice, nothing out of order
