@@ -28,10 +28,11 @@ check-deploy:  ## offline checks of the compose file and the Terraform module
 	bash scripts/check-terraform.sh
 
 lint: venv
-	$(VENV)/bin/ruff check app tests
+	$(VENV)/bin/ruff check app tests scripts
 
 typecheck: venv
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict scripts/bench.py scripts/bench_procs.py scripts/bench_report.py
 
 test: venv tools browser lint typecheck check-deploy  ## the whole suite, with the coverage floor
 	$(PY) -m pytest
