@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from app.config import Settings
 from app.domain import InvalidInput, Lease, Sandbox, Status, check_transition
 from app.events import Event, EventDraft, EventPage, EventType
+from app.store import dynamodb_jobs
 from app.store.base import (
     ClaimOutcome,
     ClaimResult,
@@ -38,11 +39,9 @@ from app.store.dynamodb_integrity import integrity_problems
 from app.store.dynamodb_rows import (
     WRITABLE,
     Expr,
-    Item,
     avail_pk,
     encode_value,
     from_item,
-    job_key,
     meets,
     owner_key,
     s_value,
@@ -67,7 +66,6 @@ _ADD_CONCURRENCY = 32
 _FILTERED_PAGE = 100
 _SPREAD = 4
 _MAX_WINDOW = 400
-_JOB_PURGE_AFTER_SEC = 86_400
 
 
 def _list_filter(expr: Expr, where: SandboxFilter) -> str:
@@ -324,33 +322,10 @@ class DynamoStore(DynamoWriter):
         return total
 
     async def acquire_job_lease(self, job: str, holder: str, ttl_sec: float, now: float) -> bool:
-        expires = now + ttl_sec
-        expr = Expr()
-        condition = " OR ".join((
-            expr.absent("PK"),
-            expr.compare("holder", "=", s_value(holder)),
-            expr.compare("expires_at", "<=", {"N": repr(float(now))}),
-        ))
-        item: Item = {**job_key(job), "holder": s_value(holder),
-                      "expires_at": {"N": repr(float(expires))},
-                      TTL_ATTRIBUTE: {"N": str(int(expires) + _JOB_PURGE_AFTER_SEC)}}
-        try:
-            await self.call("put_item", Item=item, ConditionExpression=condition, **expr.params())
-        except ClientError as exc:
-            if is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return await dynamodb_jobs.acquire_job_lease(self, job, holder, ttl_sec, now)
 
     async def release_job_lease(self, job: str, holder: str) -> None:
-        expr = Expr()
-        try:
-            await self.call("delete_item", Key=job_key(job),
-                            ConditionExpression=expr.compare("holder", "=", s_value(holder)),
-                            **expr.params())
-        except ClientError as exc:
-            if not is_condition_failure(exc):  # else: not ours (any more), nothing to do
-                raise
+        await dynamodb_jobs.release_job_lease(self, job, holder)
 
     # -- the event log (dynamodb_events.py) -----------------------------------------
 
