@@ -340,24 +340,6 @@ async def test_count_by_status_is_zero_filled(store: SandboxStore) -> None:
     assert await store.count_by_status() == expected
 
 
-# -- job leases ------------------------------------------------------------------------------
-
-async def test_job_lease_is_exclusive_until_it_expires(store: SandboxStore) -> None:
-    acquire, release = store.acquire_job_lease, store.release_job_lease
-    assert await acquire("sync", "a", 30, NOW + 0.5)
-    assert not await acquire("sync", "b", 30, NOW + 1)
-    assert await acquire("sync", "a", 30, NOW + 10)  # renewal: now held until NOW + 40
-    assert not await acquire("sync", "b", 30, NOW + 39.9)
-    assert await acquire("sync", "b", 30, NOW + 40)  # expired: taken over
-    assert not await acquire("sync", "a", 30, NOW + 41)
-    await release("sync", "a")  # not the holder: no effect
-    assert not await acquire("sync", "a", 30, NOW + 42)
-    assert await acquire("cleanup", "a", 30, NOW + 42)  # another job is independent
-    await release("sync", "b")
-    assert await acquire("sync", "a", 30, NOW + 43)
-    await release("never-held", "a")
-
-
 # -- concurrency -----------------------------------------------------------------------------
 
 CONTENDERS = {
@@ -414,11 +396,3 @@ async def test_concurrent_claims_by_one_owner_lease_one_sandbox(store: SandboxSt
     assert await store.get_lease("solo") == won
     assert (await store.count_by_status())[Status.ALLOCATED] == 1
     assert await store.integrity_violations() == []
-
-
-async def test_concurrent_job_lease_acquirers_one_wins(store: SandboxStore) -> None:
-    for round_ in range(5):
-        job = f"job-{round_}"
-        won = await asyncio.gather(*(store.acquire_job_lease(job, f"replica-{r}", 30, NOW)
-                                     for r in "abc"))
-        assert won.count(True) == 1, won

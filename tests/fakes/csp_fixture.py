@@ -12,10 +12,19 @@ from typing import Any
 
 import pytest
 
+from app.domain import Sandbox
 from app.providers.csp import CspProvider
 from tests.fakes.csp_server import FakeCsp
 
-__all__ = ["calls", "fake_csp", "make_provider"]
+__all__ = [
+    "READ_TIMEOUT", "SLOW_SEC", "MakeProvider", "calls", "fake_csp", "make_provider",
+    "provider", "sandbox_for",
+]
+
+SLOW_SEC = 0.5  # the fake's answer delay in timeout tests
+READ_TIMEOUT = 0.2  # the client's read timeout in timeout tests
+
+MakeProvider = Callable[..., CspProvider]
 
 
 @pytest.fixture
@@ -59,3 +68,15 @@ async def make_provider(
     yield make
     for provider in made:
         await provider.close()
+
+
+@pytest.fixture
+def provider(make_provider: MakeProvider) -> CspProvider:
+    """A provider with the defaults of `make_provider`."""
+    return make_provider()
+
+
+def sandbox_for(row: dict[str, Any] | None, sandbox_id: str = "sb-1") -> Sandbox:
+    """A broker-side Sandbox pointing at a fake CSP row (None: no external_id)."""
+    external_id = None if row is None else row["id"]
+    return Sandbox(sandbox_id=sandbox_id, name="lab-0001", external_id=external_id)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
 
 import pytest
 
-from app.domain import Sandbox
 from app.providers.base import (
     DeleteOutcome,
     DeleteResult,
@@ -20,27 +17,11 @@ from app.providers.base import (
     ProviderUnavailable,
 )
 from app.providers.csp import CspProvider
+from tests.fakes.csp_fixture import READ_TIMEOUT, SLOW_SEC, MakeProvider, sandbox_for
 from tests.fakes.csp_server import DELETE_ROUTE, LIST_ROUTE, FakeCsp, closed_port
 
 pytest_plugins = ["tests.fakes.csp_fixture"]
 pytestmark = pytest.mark.integration
-
-SLOW_SEC = 0.5  # the fake's answer delay in timeout tests
-READ_TIMEOUT = 0.2  # the client's read timeout in timeout tests
-
-MakeProvider = Callable[..., CspProvider]
-
-
-@pytest.fixture
-def provider(make_provider: MakeProvider) -> CspProvider:
-    return make_provider()
-
-
-def sandbox_for(row: dict[str, Any] | None, sandbox_id: str = "sb-1") -> Sandbox:
-    """A broker-side Sandbox pointing at a fake CSP row (None: no external_id)."""
-    external_id = None if row is None else row["id"]
-    return Sandbox(sandbox_id=sandbox_id, name="lab-0001", external_id=external_id)
-
 
 def exception_text(exc: BaseException) -> str:
     """str() and repr() of an exception and all its causes, for leak checks."""
@@ -50,14 +31,6 @@ def exception_text(exc: BaseException) -> str:
         parts += [str(current), repr(current)]
         current = current.__cause__ or current.__context__
     return "\n".join(parts)
-
-
-async def open_breaker(provider: CspProvider, fake_csp: FakeCsp, failures: int) -> None:
-    fake_csp.fail_next(failures, status=500)
-    for _ in range(failures):
-        result = await provider.delete_sandbox(sandbox_for(fake_csp.add_account("x")))
-        assert result.outcome is DeleteOutcome.RETRY_LATER
-    assert provider.breaker_state() == "open"
 
 
 # -- listing -------------------------------------------------------------------------
@@ -299,132 +272,3 @@ async def test_delete_after_close_does_not_raise(fake_csp: FakeCsp, provider: Cs
     result = await provider.delete_sandbox(sandbox_for(fake_csp.add_account("lab")))
     assert result.outcome is DeleteOutcome.RETRY_LATER
     assert fake_csp.count(DELETE_ROUTE) == 0
-
-
-# -- circuit breaker -----------------------------------------------------------------
-
-
-async def test_breaker_opens_after_consecutive_server_errors_and_rejects(
-    fake_csp: FakeCsp, provider: CspProvider
-) -> None:
-    await open_breaker(provider, fake_csp, failures=3)
-
-    result = await provider.delete_sandbox(sandbox_for(fake_csp.add_account("lab")))
-    assert result.outcome is DeleteOutcome.RETRY_LATER
-    assert result.retry_after is not None and 0 < result.retry_after <= 0.2
-    with pytest.raises(ProviderUnavailable, match="breaker"):
-        await provider.list_sandboxes()
-    assert fake_csp.count(DELETE_ROUTE) == 3
-    assert fake_csp.count(LIST_ROUTE) == 0
-
-
-async def test_breaker_counts_timeouts(fake_csp: FakeCsp, make_provider: MakeProvider) -> None:
-    provider = make_provider(read_timeout=READ_TIMEOUT, failure_threshold=2, reset_timeout_sec=60)
-    fake_csp.delay_sec = SLOW_SEC
-    for _ in range(2):
-        await provider.delete_sandbox(sandbox_for(fake_csp.add_account("lab")))
-    assert provider.breaker_state() == "open"
-
-
-async def test_breaker_ignores_client_errors_and_needs_consecutive_failures(
-    fake_csp: FakeCsp, make_provider: MakeProvider
-) -> None:
-    provider = make_provider(failure_threshold=2, reset_timeout_sec=60)
-    answers = [500, 404, 500, 429, 500, 403, 500]
-    for status in answers:
-        if status == 429:
-            fake_csp.rate_limit_next(1)
-        elif status != 404:
-            fake_csp.fail_next(1, status=status)
-        await provider.delete_sandbox(sandbox_for({"id": "identity/accounts/missing"}))
-        assert provider.breaker_state() == "closed"
-    fake_csp.fail_next(1)
-    await provider.delete_sandbox(sandbox_for({"id": "identity/accounts/missing"}))
-    assert provider.breaker_state() == "open"
-
-
-async def test_half_open_lets_exactly_one_probe_through_then_closes(
-    fake_csp: FakeCsp, make_provider: MakeProvider
-) -> None:
-    provider = make_provider(failure_threshold=1, reset_timeout_sec=0.2)
-    await open_breaker(provider, fake_csp, failures=1)
-    await asyncio.sleep(0.25)
-    assert provider.breaker_state() == "half_open"
-    fake_csp.delay_sec = 0.1  # keep the probe in flight while the others arrive
-    rows = [fake_csp.add_account(f"lab-{i}") for i in range(5)]
-
-    results = await asyncio.gather(
-        *(provider.delete_sandbox(sandbox_for(row, f"sb-{i}")) for i, row in enumerate(rows))
-    )
-
-    outcomes = sorted(r.outcome.value for r in results)
-    assert outcomes == ["deleted"] + ["retry_later"] * 4
-    assert fake_csp.count(DELETE_ROUTE) == 1 + 1  # the failure that opened it, one probe
-    assert provider.breaker_state() == "closed"
-    fake_csp.delay_sec = 0
-    assert await provider.list_sandboxes()  # closed again: calls flow
-
-
-async def test_failed_probe_reopens_the_breaker(
-    fake_csp: FakeCsp, make_provider: MakeProvider
-) -> None:
-    provider = make_provider(failure_threshold=1, reset_timeout_sec=0.2)
-    await open_breaker(provider, fake_csp, failures=1)
-    await asyncio.sleep(0.25)
-    fake_csp.fail_next(1, status=503)
-
-    probe = await provider.delete_sandbox(sandbox_for(fake_csp.add_account("lab")))
-    rejected = await provider.delete_sandbox(sandbox_for(fake_csp.add_account("lab")))
-
-    assert probe == DeleteResult(DeleteOutcome.RETRY_LATER, None, reason="HTTP 503")
-    assert provider.breaker_state() == "open"
-    assert rejected.outcome is DeleteOutcome.RETRY_LATER and rejected.retry_after
-    assert fake_csp.count(DELETE_ROUTE) == 2
-
-
-# -- metrics hook --------------------------------------------------------------------
-
-
-async def test_on_call_reports_one_outcome_per_call(
-    fake_csp: FakeCsp, make_provider: MakeProvider, calls: list[tuple[str, str]]
-) -> None:
-    provider = make_provider(failure_threshold=1, reset_timeout_sec=60)
-    fake_csp.add_account("lab-1")
-    fake_csp.add_account("lab-2")
-    fake_csp.page_size = 1
-    await provider.list_sandboxes()
-    await provider.delete_sandbox(sandbox_for(fake_csp.add_account("a")))
-    await provider.delete_sandbox(sandbox_for({"id": "identity/accounts/missing"}))
-    fake_csp.rate_limit_next(1)
-    await provider.delete_sandbox(sandbox_for(fake_csp.add_account("b")))
-    fake_csp.fail_next(1, status=409)
-    await provider.delete_sandbox(sandbox_for(fake_csp.add_account("c")))
-    fake_csp.malformed_next(1)
-    with pytest.raises(ProviderUnavailable):
-        await provider.list_sandboxes()
-    fake_csp.fail_next(1)
-    await provider.delete_sandbox(sandbox_for(fake_csp.add_account("d")))
-    await provider.delete_sandbox(sandbox_for(fake_csp.add_account("e")))
-
-    assert calls == [
-        ("list", "ok"),
-        ("list", "ok"),
-        ("delete", "ok"),
-        ("delete", "not_found"),
-        ("delete", "rate_limited"),
-        ("delete", "client_error"),
-        ("list", "bad_response"),
-        ("delete", "server_error"),
-        ("delete", "breaker_open"),
-    ]
-
-
-async def test_a_failing_on_call_hook_does_not_break_calls(
-    fake_csp: FakeCsp, make_provider: MakeProvider
-) -> None:
-    def broken_hook(operation: str, outcome: str) -> None:
-        raise RuntimeError("metrics backend down")
-
-    provider = make_provider(on_call=broken_hook)
-    result = await provider.delete_sandbox(sandbox_for(fake_csp.add_account("lab")))
-    assert result.outcome is DeleteOutcome.DELETED
