@@ -45,15 +45,18 @@ class TokenBook:
 
     def identify_for(self, token: str, state: dict[str, Any]) -> tuple[Role, str] | None:
         """`identify`, digested at most once per request: the rate limiter and the
-        route's auth both ask, so the answer waits in the request's state beside the
-        token it is for (both come from that request's own header, so comparing them
-        reveals nothing)."""
+        route's auth both ask, so the answer waits in the request's state beside a
+        fingerprint of the token it is for (Python's keyed string hash: the state never
+        holds the token itself). Both askers read the same header of the same request,
+        so the fingerprints only differ, and the token is digested again, if they parsed
+        it differently."""
+        fingerprint = hash(token)
         seen = state.get("token_identity")
-        if seen is not None and seen[0] == token:
+        if seen is not None and seen[0] == fingerprint:
             known: tuple[Role, str] | None = seen[1]
             return known
         known = self.identify(token)
-        state["token_identity"] = (token, known)
+        state["token_identity"] = (fingerprint, known)
         return known
 
     def _match(self, presented: bytes) -> Role | None:

@@ -77,6 +77,7 @@ def test_token_identity_is_kept_per_request_for_that_token_only(
     assert digested == [GOOD_A, "nope", GOOD_T]
     assert book.identify_for(GOOD_A, {}) == admin  # a new request digests again
     assert digested[-1] == GOOD_A
+    assert GOOD_T not in repr(state) and GOOD_A not in repr(state)  # no token kept
 
 
 def test_cursor_round_trip_and_tampering() -> None:
