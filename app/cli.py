@@ -67,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         timeout_graceful_shutdown=10,
         proxy_headers=False,  # TRUSTED_PROXIES decides whose X-Forwarded-For is believed
+        server_header=False,  # no `server: uvicorn`: what runs here is nobody's business
     )
     return 0
 

@@ -77,6 +77,7 @@ def test_dev_mode_generates_and_prints_tokens(env: dict[str, str], tmp_path: Pat
             "Authorization": f"Bearer {token.group(1)}", "X-Instruqt-Sandbox-ID": "dev-user"})
         assert r.status_code == 201 and r.json()["name"].startswith("lab-")
         assert r.headers["X-Request-ID"]
+        assert "server" not in r.headers  # uvicorn's banner is off
 
 
 async def _allocate_all(url: str, owners: list[str]) -> list[httpx.Response]:
