@@ -3,11 +3,10 @@ they record, per-sandbox timelines, a sharded feed, retention and checkpoints.
 
 Order is event_id ("<epoch ms>-<process prefix><counter>"), not commit order: many
 replicas share no commit sequence short of a hot counter item that every allocation
-would contend on.
-So the feed hands out only events older than a settle window: by then every write
-stamped earlier has committed (one store call is bounded well below the window), and
-a cursor never skips an event that committed late. A sandbox's own timeline is a
-consistent read of its partition, without the window.
+would contend on. So the feed hands out only events older than a settle window: by
+then every write stamped earlier has committed (one store call is bounded well below
+the window), and a cursor never skips an event that committed late. A sandbox's own
+timeline is a consistent read of its partition, without the window.
 """
 
 from __future__ import annotations

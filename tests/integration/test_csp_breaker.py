@@ -23,6 +23,14 @@ async def open_breaker(provider: CspProvider, fake_csp: FakeCsp, failures: int) 
     assert provider.breaker_state() == "open"
 
 
+async def past_reset_timeout(fake_csp: FakeCsp, make_provider: MakeProvider) -> CspProvider:
+    """A provider whose breaker opened on one failure and whose reset timeout has run out."""
+    provider = make_provider(failure_threshold=1, reset_timeout_sec=0.2)
+    await open_breaker(provider, fake_csp, failures=1)
+    await asyncio.sleep(0.25)
+    return provider
+
+
 # -- circuit breaker -----------------------------------------------------------------
 
 
@@ -68,9 +76,7 @@ async def test_breaker_ignores_client_errors_and_needs_consecutive_failures(
 async def test_half_open_lets_exactly_one_probe_through_then_closes(
     fake_csp: FakeCsp, make_provider: MakeProvider
 ) -> None:
-    provider = make_provider(failure_threshold=1, reset_timeout_sec=0.2)
-    await open_breaker(provider, fake_csp, failures=1)
-    await asyncio.sleep(0.25)
+    provider = await past_reset_timeout(fake_csp, make_provider)
     assert provider.breaker_state() == "half_open"
     fake_csp.delay_sec = 0.1  # keep the probe in flight while the others arrive
     rows = [fake_csp.add_account(f"lab-{i}") for i in range(5)]
@@ -90,9 +96,7 @@ async def test_half_open_lets_exactly_one_probe_through_then_closes(
 async def test_failed_probe_reopens_the_breaker(
     fake_csp: FakeCsp, make_provider: MakeProvider
 ) -> None:
-    provider = make_provider(failure_threshold=1, reset_timeout_sec=0.2)
-    await open_breaker(provider, fake_csp, failures=1)
-    await asyncio.sleep(0.25)
+    provider = await past_reset_timeout(fake_csp, make_provider)
     fake_csp.fail_next(1, status=503)
 
     probe = await provider.delete_sandbox(sandbox_for(fake_csp.add_account("lab")))
