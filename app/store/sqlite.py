@@ -23,7 +23,7 @@ from app.domain import Lease, Sandbox, Status, StoreUnavailable, check_transitio
 from app.events import Event, EventDraft, EventPage, EventType, stamp
 from app.store.base import ClaimResult, Page, SandboxFilter, Transition
 from app.store.cursor import CursorCodec
-from app.store.sqlite_events import EVENT_SCHEMA, insert_event, select_events
+from app.store.sqlite_events import insert_event, select_events
 from app.store.sqlite_lock import begin_immediate
 from app.store.sqlite_rows import (
     COLUMNS,
@@ -37,49 +37,12 @@ from app.store.sqlite_rows import (
     to_row,
     window_op,
 )
+from app.store.sqlite_schema import SCHEMA
 
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 
-_SANDBOX_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS sandboxes (
-        sandbox_id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        status TEXT NOT NULL,
-        external_id TEXT,
-        sfdc_account_id TEXT,
-        owner TEXT,
-        track_name TEXT,
-        allocated_at INTEGER,
-        expires_at INTEGER,
-        extensions INTEGER NOT NULL DEFAULT 0,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        deletion_attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at INTEGER,
-        last_error TEXT,
-        -- unused since claims go in rowid order; kept so an older release can still open
-        -- the file (it indexes this column)
-        pick_key INTEGER NOT NULL DEFAULT (abs(random()) % 1000000007)
-    )""",
-    """CREATE UNIQUE INDEX IF NOT EXISTS one_live_lease_per_owner
-        ON sandboxes(owner) WHERE status = 'allocated'""",
-    "CREATE INDEX IF NOT EXISTS by_status_name ON sandboxes(status, name)",
-    # (status, rowid): available rows in rowid (roughly insertion) order, for the claim
-    # (sqlite_rows._available).
-    "CREATE INDEX IF NOT EXISTS available_first ON sandboxes(status)",
-    # Files made before available_first picked at random by pick_key; that index only
-    # slows every claim down now. (An older release recreates it if it opens the file.)
-    "DROP INDEX IF EXISTS by_status_pick",
-    """CREATE TABLE IF NOT EXISTS job_leases (
-        job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS tombstones (
-        sandbox_id TEXT PRIMARY KEY, until INTEGER NOT NULL
-    )""",
-)
-_SCHEMA = _SANDBOX_SCHEMA + EVENT_SCHEMA
 
 class SqliteStore:
     """SandboxStore on a SQLite file (see module docstring)."""
@@ -147,7 +110,7 @@ class SqliteStore:
 
     async def init_schema(self) -> dict[str, Any]:
         def create(conn: sqlite3.Connection) -> None:
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 try:
                     conn.execute(statement)
                 except sqlite3.IntegrityError:
@@ -156,7 +119,7 @@ class SqliteStore:
                     self._schema_problem = "the one-live-lease-per-owner index cannot be built"
 
         await self._run(create)
-        return {"backend": "sqlite", "path": self._path, "schema": list(_SCHEMA)}
+        return {"backend": "sqlite", "path": self._path, "schema": list(SCHEMA)}
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1 FROM sandboxes LIMIT 1").fetchall())

@@ -40,6 +40,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from tests.load.raw_http import HttpConnection
+
 __all__ = ["LoadConfig", "Report", "main", "run_load"]
 
 _SUCCESS = (200, 201)
@@ -194,53 +196,6 @@ class _Plan:
 # --- clients -----------------------------------------------------------------------------
 
 
-class _HttpProtocol(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection; one request in flight at a time."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(ConnectionError("connection closed by server"))
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self._buffer[:end]).lower()
-        start = head.find(b"\r\ncontent-length:")
-        if start < 0:
-            waiter.set_exception(ConnectionError("response without Content-Length"))
-            return
-        stop = head.find(b"\r\n", start + 2)
-        length = int(head[start + 17: stop if stop >= 0 else len(head)])
-        total = end + 4 + length
-        if len(self._buffer) < total:
-            return
-        status = int(head[9:12])
-        body = bytes(self._buffer[end + 4: total])
-        del self._buffer[:total]
-        waiter.set_result((status, body))
-
-    def request(self, payload: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(payload)
-        return self._waiter
-
-
 class _RawClient:
     def __init__(self, config: LoadConfig) -> None:
         parts = urlsplit(config.url)
@@ -259,13 +214,13 @@ class _RawClient:
         self._head = ("\r\n".join(head) + "\r\nX-Instruqt-Sandbox-ID: ").encode()
         self._timeout = config.timeout
 
-    async def connection(self) -> _HttpProtocol:
+    async def connection(self) -> HttpConnection:
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(_HttpProtocol, self._host, self._port)
+        _, protocol = await loop.create_connection(HttpConnection, self._host, self._port)
         return protocol
 
     async def worker(self, plan: _Plan, report: Report) -> None:
-        conn: _HttpProtocol | None = None
+        conn: HttpConnection | None = None
         try:
             while (item := plan.next()) is not None:
                 owner, replay = item
