@@ -55,7 +55,10 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     head = prefix.rstrip("\U0010ffff")  # the last code point has no successor
     if not head:
         return prefix, "\U0010ffff" * (len(prefix) + 1)
-    return prefix, head[:-1] + chr(ord(head[-1]) + 1)
+    successor = ord(head[-1]) + 1
+    if 0xD800 <= successor <= 0xDFFF:  # surrogates cannot be stored: U+D7FF is followed
+        successor = 0xE000             # by U+E000 in every string SQLite holds
+    return prefix, head[:-1] + chr(successor)
 
 
 def _available(name_prefix: str | None) -> tuple[str, list[Any]]:

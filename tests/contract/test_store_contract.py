@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.domain import InvalidInput, InvalidTransition, Lease, Sandbox, Status
-from app.store.base import ClaimOutcome, ClaimResult, SandboxFilter, SandboxStore, Transition
-from app.store.cursor import CursorCodec
+from app.domain import InvalidTransition, Lease, Sandbox, Status
+from app.store.base import ClaimOutcome, ClaimResult, SandboxStore, Transition
 
 pytestmark = pytest.mark.integration
 
@@ -44,20 +43,6 @@ async def claimed(store: SandboxStore, candidate: Sandbox, owner: str,
     result = await store.claim([candidate], lease(owner, track))
     assert result.outcome is ClaimOutcome.CLAIMED and result.sandbox is not None
     return result.sandbox
-
-
-async def collect(store: SandboxStore, where: SandboxFilter, limit: int,
-                  cursor: str | None = None) -> list[Sandbox]:
-    """Every page of a listing (from `cursor`), checking that only the last one is short."""
-    items: list[Sandbox] = []
-    while True:
-        page = await store.list(where, limit, cursor)
-        assert len(page.items) <= limit
-        items += page.items
-        if page.next_cursor is None:
-            return items
-        assert len(page.items) == limit
-        cursor = page.next_cursor
 
 
 # -- schema, reads, the pool -----------------------------------------------------------
@@ -256,78 +241,7 @@ async def test_remove_is_conditional_on_status(store: SandboxStore) -> None:
     assert await store.integrity_violations() == []
 
 
-# -- listing and counting -------------------------------------------------------------------
-
-@pytest.mark.parametrize(("total", "sizes"), [
-    pytest.param(25, [7, 7, 7, 4], id="25-items"),
-    pytest.param(21, [7, 7, 7], id="21-items-exact-pages"),
-])
-async def test_list_pages_without_duplicates_or_skips(
-    store: SandboxStore, total: int, sizes: list[int]
-) -> None:
-    pool = make(total)
-    await store.add(pool)
-    seen: list[str] = []
-    page_sizes: list[int] = []
-    cursor: str | None = None
-    while True:
-        page = await store.list(SandboxFilter(), 7, cursor)
-        again = await store.list(SandboxFilter(), 7, cursor)
-        assert again == page  # a cursor is a stable position
-        seen += [s.sandbox_id for s in page.items]
-        page_sizes.append(len(page.items))
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    assert page_sizes == sizes
-    assert len(seen) == len(set(seen)) == total and set(seen) == ids(pool)
-
-
-async def test_list_resumes_after_the_last_row_is_removed(store: SandboxStore) -> None:
-    pool = make(9)
-    await store.add(pool)
-    first = await store.list(SandboxFilter(), 4, None)
-    assert await store.remove(first.items[-1].sandbox_id, Status.AVAILABLE)
-    rest = await collect(store, SandboxFilter(), 4, first.next_cursor)
-    assert ids(first.items) | ids(rest) == ids(pool)
-    assert len(first.items) + len(rest) == 9 and not ids(first.items) & ids(rest)
-
-
-async def test_list_filters(store: SandboxStore) -> None:
-    labs, devs = make(8), make(4, "dev-")
-    await store.add(labs + devs)
-    await claimed(store, labs[0], "alice", "t1")
-    await claimed(store, labs[1], "bob", "t2")
-    await claimed(store, devs[0], "carol", "t1")
-    await store.transition(Transition(labs[2].sandbox_id, Status.AVAILABLE, Status.STALE), NOW)
-    cases = [
-        (SandboxFilter(status=Status.ALLOCATED), [labs[0], labs[1], devs[0]]),
-        (SandboxFilter(status=Status.AVAILABLE, name_prefix="lab-"), labs[3:]),
-        (SandboxFilter(name_prefix="dev-"), devs),
-        (SandboxFilter(track_name="t1"), [labs[0], devs[0]]),
-        (SandboxFilter(owner="bob"), [labs[1]]),
-        (SandboxFilter(status=Status.STALE), [labs[2]]),
-        (SandboxFilter(status=Status.DELETING), []),
-        (SandboxFilter(status=Status.ALLOCATED, track_name="t1", name_prefix="lab-"), [labs[0]]),
-    ]
-    for where, expected in cases:
-        for limit in (2, 100):
-            found = await collect(store, where, limit)
-            assert len(found) == len(ids(found)), where
-            assert ids(found) == ids(expected), (where, limit)
-    assert len(await collect(store, SandboxFilter(), 5)) == 12
-
-
-async def test_list_rejects_cursors_it_did_not_issue(store: SandboxStore) -> None:
-    await store.add(make(5))
-    cursor = (await store.list(SandboxFilter(), 2, None)).next_cursor
-    assert cursor is not None
-    tampered = cursor[:10] + ("A" if cursor[10] != "A" else "B") + cursor[11:]
-    foreign = CursorCodec(b"someone else").encode({"after": "sbx-lab-0001"})
-    for bad in (tampered, foreign, "not-a-cursor", ""):
-        with pytest.raises(InvalidInput):
-            await store.list(SandboxFilter(), 2, bad)
-
+# -- counting (listing: test_store_listing.py) ------------------------------------------
 
 async def test_count_by_status_is_zero_filled(store: SandboxStore) -> None:
     assert await store.count_by_status() == dict.fromkeys(Status, 0)
