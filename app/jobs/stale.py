@@ -15,6 +15,10 @@ class StaleDeletionJob:
     still being stale, so a sandbox revived by sync meanwhile stays)."""
 
     name = "stale_deletion"
+    # Never overlaps sync: a pass that read a row as stale, then saw sync revive it
+    # and the provider list it again, could otherwise drop a row sync just kept (sync
+    # skips rows it already knows, so it would be gone until sync's next pass).
+    lease_group = "pool"
 
     def __init__(self, store: SandboxStore, grace_seconds: int, clock: Clock) -> None:
         self._store = store

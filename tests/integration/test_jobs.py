@@ -95,13 +95,14 @@ async def test_empty_answer_with_most_of_the_pool_leased_stales_nothing(
     assert (await stats(client))["available"] == 2
 
 
-async def test_sync_and_cleanup_never_overlap(
+async def test_sync_cleanup_and_stale_deletion_never_overlap(
     client: httpx.AsyncClient, store: SandboxStore
 ) -> None:
     assert await store.acquire_job_lease("run:pool", "a-running-cleanup", 60, 1e12)
-    for path in ("sync", "cleanup"):
+    for path in ("sync", "cleanup", "auto-delete-stale?grace_period_hours=0"):
         r = await client.post(f"/v1/admin/{path}", headers=ADMIN)
         assert r.status_code == 409 and r.json()["detail"]["code"] == "JOB_RUNNING"
+    assert (await client.post("/v1/admin/auto-expire", headers=ADMIN)).status_code == 200
 
 
 async def test_provider_outage_on_sync_is_503_not_500(
