@@ -24,7 +24,7 @@ from app.events import Event, EventDraft, EventPage, EventType, stamp
 from app.store.base import ClaimResult, Page, SandboxFilter, Transition
 from app.store.cursor import CursorCodec
 from app.store.sqlite_events import insert_event, select_events
-from app.store.sqlite_lock import begin_immediate
+from app.store.sqlite_lock import begin_immediate, execute_when_free
 from app.store.sqlite_rows import (
     COLUMNS,
     SELECT,
@@ -87,8 +87,14 @@ class SqliteStore:
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self._path, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                # Workers starting together on a new file all switch it to WAL; SQLite
+                # answers "locked" at once to all but one, without waiting.
+                execute_when_free(conn, "PRAGMA journal_mode = WAL", self._busy_timeout_ms)
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                raise StoreUnavailable("the store could not be opened", retry_after=1) from exc
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)

@@ -13,22 +13,28 @@ from __future__ import annotations
 import sqlite3
 import time
 
-__all__ = ["begin_immediate"]
+__all__ = ["begin_immediate", "execute_when_free"]
 
 _FIRST_STEP, _LONGEST_STEP = 0.0001, 0.002  # seconds
 
 
 def begin_immediate(conn: sqlite3.Connection, timeout_ms: int) -> None:
-    """BEGIN IMMEDIATE, waiting for another process's write lock in short steps;
-    raises the last "database is locked" once `timeout_ms` (the connection's busy
-    timeout, restored afterwards) has passed."""
+    """BEGIN IMMEDIATE, waiting for another process's write lock in short steps."""
+    execute_when_free(conn, "BEGIN IMMEDIATE", timeout_ms)
+
+
+def execute_when_free(conn: sqlite3.Connection, statement: str, timeout_ms: int) -> None:
+    """Run `statement`, waiting for another process's lock in short steps; raises the
+    last "database is locked" once `timeout_ms` (the connection's busy timeout, restored
+    afterwards) has passed. Also for statements SQLite's busy handler never waits for,
+    such as the switch to WAL while another process opens the same new file."""
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         deadline = time.monotonic() + timeout_ms / 1000
         step = _FIRST_STEP
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:

@@ -1,16 +1,22 @@
 """begin_immediate on a real SQLite file shared by two connections: it waits for the
 other connection's write lock, gives up after the busy timeout, and leaves the
-connection's busy timeout as it found it."""
+connection's busy timeout as it found it. The store's open() waits the same way for a
+new file another process is still creating (workers starting together)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from app.domain import StoreUnavailable
+from app.store.cursor import CursorCodec
+from app.store.sqlite import SqliteStore
 from app.store.sqlite_lock import begin_immediate
 
 pytestmark = pytest.mark.unit
@@ -67,3 +73,43 @@ def test_gives_up_after_the_busy_timeout(
     begin_immediate(waiter, 50)  # free again: taken at once
     assert waiter.in_transaction
     waiter.execute("ROLLBACK")
+
+
+def creating(path: Path) -> sqlite3.Connection:
+    """Another process half-way through creating a new (rollback-journal) file."""
+    creator = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    creator.execute("BEGIN IMMEDIATE")
+    creator.execute("CREATE TABLE t (n INTEGER)")
+    return creator
+
+
+async def test_open_waits_for_a_new_file_another_process_is_creating(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    creator = creating(path)
+    store = SqliteStore(str(path), CursorCodec(b"k" * 32), busy_timeout_ms=5000)
+    opening = asyncio.create_task(store.open())
+    await asyncio.sleep(0.2)
+    assert not opening.done()  # switching to WAL needs the other process's lock
+    creator.execute("COMMIT")
+    await asyncio.wait_for(opening, 5)
+    with closing(sqlite3.connect(path)) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    await store.ping()
+    creator.close()
+    await store.close()
+
+
+async def test_open_gives_up_as_store_unavailable_after_the_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "new.db"
+    creator = creating(path)
+    store = SqliteStore(str(path), CursorCodec(b"k" * 32), busy_timeout_ms=100)
+    with pytest.raises(StoreUnavailable) as refused:
+        await store.open()
+    assert str(path) not in str(refused.value)
+    creator.execute("COMMIT")
+    await store.open()  # the file is free now: a later start opens it
+    await store.ping()
+    creator.close()
+    await store.close()
