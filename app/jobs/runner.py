@@ -139,11 +139,13 @@ class JobRunner:
         """
         lease = f"run:{self._lease_group(name)}"
         holder = f"{self.holder}:{uuid.uuid4().hex[:8]}"
+        asked_at = time.monotonic()
         if not await self._store.acquire_job_lease(lease, holder, self._ttl, self._clock()):
             return None
         lost = asyncio.Event()
         work = asyncio.create_task(self._run_recorded(name, one_pass))
-        heartbeat = asyncio.create_task(self._heartbeat(lease, holder, work, lost))
+        heartbeat = asyncio.create_task(
+            self._heartbeat(lease, holder, asked_at + self._ttl, work, lost))
         try:
             return await work
         except asyncio.CancelledError:
@@ -160,26 +162,35 @@ class JobRunner:
                 await self._store.release_job_lease(lease, holder)
 
     async def _heartbeat(
-        self, lease: str, holder: str, work: asyncio.Task[JobSummary], lost: asyncio.Event
+        self, lease: str, holder: str, held_until: float,
+        work: asyncio.Task[JobSummary], lost: asyncio.Event,
     ) -> None:
-        """Renew the lease every third of its TTL; stop the pass once it may be gone."""
-        held_until = time.monotonic() + self._ttl
+        """Renew the lease every third of its TTL. A lease is good until TTL after the
+        renewal was *sent*; the pass is stopped a sixth of the TTL before that unless a
+        renewal got through, however long a renewal call hangs (a slow store must not
+        let two replicas run one pass)."""
+        margin, pause = self._ttl / 6, self._ttl / 3
         while True:
-            await asyncio.sleep(self._ttl / 3)
-            try:
-                renewed = await self._store.acquire_job_lease(lease, holder, self._ttl,
-                                                              self._clock())
-            except Exception:  # a store blip: keep trying while the lease still holds
-                renewed = None
+            stop_at = held_until - margin
+            await asyncio.sleep(max(0.0, min(pause, stop_at - time.monotonic())))
+            asked_at = time.monotonic()
+            renewed: bool | None = None
+            if asked_at < stop_at:
+                try:
+                    renewed = await asyncio.wait_for(self._store.acquire_job_lease(
+                        lease, holder, self._ttl, self._clock()), timeout=stop_at - asked_at)
+                except Exception:  # a store blip or a hang: retry while the lease holds
+                    renewed = None
             if renewed:
-                held_until = time.monotonic() + self._ttl
+                held_until, pause = asked_at + self._ttl, self._ttl / 3
                 continue
-            if renewed is False or time.monotonic() >= held_until - self._ttl / 6:
+            if renewed is False or time.monotonic() >= stop_at:
                 log.error("job lease lost; stopping the pass", extra={"fields": {
                     "lease": lease}})
                 lost.set()
                 work.cancel()
                 return
+            pause = self._ttl / 30  # retry soon: the lease is running out
 
     def _lease_group(self, name: str) -> str:
         scheduled = self._jobs.get(name)

@@ -4,15 +4,18 @@ scheduled pass once, a dead replica's lease expires, shutdown is prompt."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
 from app.config import Settings
 from app.domain import JobRunning
 from app.jobs import JobRunner, JobSummary, ScheduledJob
-from app.store import SandboxStore, create_store
+from app.store import CursorCodec, SandboxStore, create_store
+from app.store.sqlite import SqliteStore
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -27,10 +30,14 @@ class CountingJob:
         self.passes = 0
         self.release = asyncio.Event()
         self.release.set()
+        self.ended_at: float | None = None  # time.monotonic() when the last pass ended
 
     async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
         self.passes += 1
-        await self.release.wait()
+        try:
+            await self.release.wait()
+        finally:
+            self.ended_at = time.monotonic()
         return {"passes": self.passes}
 
 
@@ -165,3 +172,34 @@ async def test_a_pass_that_loses_its_lease_is_stopped(
     with pytest.raises(JobRunning, match="lost its lease"):  # …so it must stop
         await asyncio.wait_for(running, timeout=5)
     assert runner.records["count"].outcome == "lease_lost"
+
+
+async def test_a_pass_stops_before_its_lease_runs_out_while_renewals_hang(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Renewals stuck behind another process's write lock (each for the store's 5 s busy
+    timeout) must not let the pass outlive its 3 s lease: it is stopped first."""
+    path = tmp_path / "jobs.db"
+    store = SqliteStore(str(path), CursorCodec(b"k" * 32))
+    await store.open()
+    job = CountingJob()
+    job.release.clear()  # the pass hangs
+    runner = JobRunner(store, [ScheduledJob(job, interval_sec=60)], clock=clock,
+                       lease_ttl_sec=3, holder="stuck")
+    started = time.monotonic()  # the lease is asked for after this: it holds until +3 s
+    running = asyncio.create_task(runner.trigger("count"))
+    await asyncio.sleep(0.2)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another worker's long write: every renewal hangs
+    try:
+        for _ in range(200):
+            if job.ended_at is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert job.ended_at is not None and job.ended_at - started < 3
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with pytest.raises(JobRunning, match="lost its lease"):
+        await asyncio.wait_for(running, timeout=15)
+    await store.close()
