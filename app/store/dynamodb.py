@@ -8,7 +8,8 @@ availability-index Query plus that one transaction, nothing more.
 
 Transitions that move the owner item or rebuild the availability key go through
 dynamodb_writes (read, then write on the row's version); every other transition is
-one conditional UpdateItem. Only `integrity_violations` scans.
+one conditional UpdateItem (whose retry, when the first try committed but its answer was
+lost, recognises its own write). Only `integrity_violations` scans.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ from app.store.dynamodb_rows import (
     avail_pk,
     encode_value,
     from_item,
+    list_filter,
     meets,
     owner_key,
+    row_if_committed_retry,
     s_value,
     sandbox_key,
     status_pk,
@@ -66,16 +69,6 @@ _ADD_CONCURRENCY = 32
 _FILTERED_PAGE = 100
 _SPREAD = 4
 _MAX_WINDOW = 400
-
-
-def _list_filter(expr: Expr, where: SandboxFilter) -> str:
-    """The FilterExpression for the non-key parts of a SandboxFilter ("" if none)."""
-    conditions = [expr.compare(field, "=", s_value(value)) for field, value in
-                  (("track_name", where.track_name), ("owner", where.owner))
-                  if value is not None]
-    if where.name_prefix:
-        conditions.append(expr.begins_with("name", where.name_prefix))
-    return " AND ".join(conditions)
 
 
 class DynamoStore(DynamoWriter):
@@ -237,10 +230,14 @@ class DynamoStore(DynamoWriter):
             change.sandbox_id, updates, None, expr, " AND ".join(conditions)
         )
         try:
-            response = await self.call("update_item", ReturnValues="ALL_NEW", **params["Update"])
+            response = await self.call("update_item", ReturnValues="ALL_NEW",
+                                       ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                                       **params["Update"])
         except ClientError as exc:
             if is_condition_failure(exc):
-                return None
+                current = exc.response.get("Item")  # the row as it is (ALL_OLD)
+                return row_if_committed_retry(
+                    current if isinstance(current, dict) else None, updates)
             raise
         return from_item(response["Attributes"])
 
@@ -375,7 +372,7 @@ class DynamoStore(DynamoWriter):
                 "KeyConditionExpression": expr.compare(STATUS_PK, "=", s_value(pk)),
                 "Limit": limit + 1,
             }
-            filter_expression = _list_filter(expr, where)
+            filter_expression = list_filter(expr, where)
             if filter_expression:  # Limit counts items before the filter: read more
                 params.update(FilterExpression=filter_expression,
                               Limit=max(limit + 1, _FILTERED_PAGE))

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, get_type_hints
 
 from app.domain import Sandbox, Status
-from app.store.base import Transition
+from app.store.base import SandboxFilter, Transition
 from app.store.dynamodb_schema import AVAIL_PK, AVAIL_SK, STATUS_PK
 
 __all__ = [
@@ -31,8 +31,10 @@ __all__ = [
     "from_item",
     "index_fields",
     "job_key",
+    "list_filter",
     "meets",
     "owner_key",
+    "row_if_committed_retry",
     "s_value",
     "sandbox_key",
     "shard_of",
@@ -209,3 +211,25 @@ class Expr:
         if self._values:
             params["ExpressionAttributeValues"] = dict(self._values)
         return params
+
+
+def list_filter(expr: Expr, where: SandboxFilter) -> str:
+    """The FilterExpression for the non-key parts of a SandboxFilter ("" if none)."""
+    conditions = [expr.compare(field, "=", s_value(value)) for field, value in
+                  (("track_name", where.track_name), ("owner", where.owner))
+                  if value is not None]
+    if where.name_prefix:
+        conditions.append(expr.begins_with("name", where.name_prefix))
+    return " AND ".join(conditions)
+
+
+def row_if_committed_retry(
+    current: Mapping[str, AttributeValue] | None, updates: Mapping[str, Any]
+) -> Sandbox | None:
+    """The row, if a refused update was a retry of this very update that had committed
+    (its answer lost, botocore retried): the row then holds every value written,
+    `updated_at` included. None for a real refusal."""
+    if not current:
+        return None
+    row = from_item(current)
+    return row if all(getattr(row, field) == value for field, value in updates.items()) else None

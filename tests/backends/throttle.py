@@ -1,5 +1,6 @@
 """A tiny HTTP proxy on 127.0.0.1 in front of a DynamoDB endpoint that can answer
-ProvisionedThroughputExceededException instead of forwarding.
+ProvisionedThroughputExceededException instead of forwarding, or forward a request and
+hold its answer back (the write commits, the client times out and retries).
 
 It runs on its own thread, so both in-process stores and `sandbox-broker serve`
 subprocesses can point DDB_ENDPOINT_URL at `proxy.endpoint`:
@@ -9,6 +10,7 @@ subprocesses can point DDB_ENDPOINT_URL at `proxy.endpoint`:
         ...
         proxy.throttled, proxy.forwarded   # counters
         proxy.throttled_operations         # Counter of throttled operations ("Query", ...)
+        proxy.delay_answers("UpdateItem", 1, 2.0)  # the next UpdateItem commits, answers late
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -45,6 +48,7 @@ class ThrottlingProxy:
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._lock = threading.Lock()
         self._budget = 0
+        self._late: dict[str, tuple[int, float]] = {}  # operation -> (count, seconds)
         self.throttled = 0
         self.forwarded = 0
         self.throttled_operations: Counter[str] = Counter()
@@ -59,6 +63,20 @@ class ThrottlingProxy:
         """Answer the next `requests` requests with a throttling error."""
         with self._lock:
             self._budget = requests
+
+    def delay_answers(self, operation: str, requests: int, seconds: float) -> None:
+        """Forward the next `requests` calls of `operation` at once, but hold each
+        answer back for `seconds` (past the client's read timeout: an ambiguous write)."""
+        with self._lock:
+            self._late[operation] = (requests, seconds)
+
+    def _answer_delay(self, operation: str) -> float:
+        with self._lock:
+            count, seconds = self._late.get(operation, (0, 0.0))
+            if count <= 0:
+                return 0.0
+            self._late[operation] = (count - 1, seconds)
+            return seconds
 
     def _take_budget(self, operation: str) -> bool:
         with self._lock:
@@ -88,8 +106,8 @@ class ThrottlingProxy:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                target = self.headers.get("X-Amz-Target", "")
-                if proxy._take_budget(target.rpartition(".")[2]):
+                operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+                if proxy._take_budget(operation):
                     self._answer(400, [("Content-Type", "application/x-amz-json-1.0")],
                                  THROTTLING_BODY)
                     return
@@ -100,6 +118,7 @@ class ThrottlingProxy:
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     payload = response.read()
+                    time.sleep(proxy._answer_delay(operation))
                     kept = [(k, v) for k, v in response.getheaders()
                             if k.lower() not in _HOP_HEADERS]
                     self._answer(response.status, kept, payload)

@@ -101,6 +101,32 @@ async def test_throttling_is_retried_within_bounds(dynamodb_local: Emulator) -> 
             await store.ping()
 
 
+async def test_a_transition_whose_answer_was_lost_is_not_reported_as_refused(
+    dynamodb_local: Emulator,
+) -> None:
+    """The update commits, its answer comes too late, botocore retries, and the retry
+    fails its own condition: the row already holds what this call wrote, so the call
+    succeeded (cleanup would otherwise skip the deletion it had just claimed)."""
+    with ThrottlingProxy(dynamodb_local.endpoint) as proxy:
+        async with open_dynamo_store(dynamo_settings(proxy.endpoint,
+                                                     store_timeout_sec=0.5)) as store:
+            (a,) = make(1)
+            await store.add([a])
+            await claimed(store, a, "owner-1")
+            await store.transition(
+                Transition(a.sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION), NOW)
+            proxy.delay_answers("UpdateItem", 1, 1.5)
+            claim = Transition(a.sandbox_id, Status.PENDING_DELETION, Status.DELETING,
+                               changes={"next_attempt_at": NOW + 300})
+            moved = await store.transition(claim, NOW + 1)
+            assert moved is not None and moved.status is Status.DELETING
+            assert moved.next_attempt_at == NOW + 300
+            # Someone else's identical-looking move is still refused: the time differs.
+            again = Transition(a.sandbox_id, Status.PENDING_DELETION, Status.DELETING,
+                               changes={"next_attempt_at": NOW + 300})
+            assert await store.transition(again, NOW + 2) is None
+
+
 async def test_verify_sees_broken_owner_items_and_indexes(emulator: Emulator) -> None:
     async with open_dynamo_store(dynamo_settings(emulator.endpoint)) as store:
         a, b, c = make(3)
