@@ -139,9 +139,11 @@ class CleanupJob:
         result = await self._provider.delete_sandbox(claimed)
         if result.outcome in (DeleteOutcome.DELETED, DeleteOutcome.ALREADY_GONE):
             event = self._event(EventType.DELETED, result.outcome.value)
-            await self._store.remove(claimed.sandbox_id, Status.DELETING, event,
-                                     tombstone_until=now + self._policy.tombstone_sec)
-            return "deleted"
+            removed = await self._store.remove(claimed.sandbox_id, Status.DELETING, event,
+                                               tombstone_until=now + self._policy.tombstone_sec)
+            # Not removed: a pass that took this claim for abandoned moved the row on;
+            # it will find the sandbox gone at the provider and count the deletion then.
+            return "deleted" if removed else "lost"
         return await self._record_failure(claimed, result, now)
 
     async def _record_failure(self, sandbox: Sandbox, result: DeleteResult, now: int) -> str:

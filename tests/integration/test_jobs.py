@@ -207,7 +207,7 @@ async def test_crash_mid_deletion_is_picked_up_later(
     clock: FakeClock,
 ) -> None:
     await _release_all(client, fake_csp, 1)
-    row = (await store.list(_pending(), 10, None)).items[0]
+    row = (await store.list(_in(Status.PENDING_DELETION), 10, None)).items[0]
     # A pass claimed it and died before calling the provider.
     now = int(clock.now)
     claimed = await store.transition(
@@ -220,10 +220,36 @@ async def test_crash_mid_deletion_is_picked_up_later(
     assert summary["reclaimed"] == 1 and summary["deleted"] == 1
 
 
-def _pending() -> Any:
+async def test_a_deletion_whose_row_moved_meanwhile_is_counted_once(
+    client: httpx.AsyncClient, store: SandboxStore, fake_csp: FakeCsp,
+    clock: FakeClock,
+) -> None:
+    await _release_all(client, fake_csp, 1)
+    fake_csp.delay_sec = 0.5  # the provider call is in flight…
+    running = asyncio.create_task(admin_post(client, "cleanup"))
+    deleting: list[Any] = []
+    for _ in range(200):
+        deleting = (await store.list(_in(Status.DELETING), 10, None)).items
+        if deleting:
+            break
+        await asyncio.sleep(0.01)
+    # …when the claim is taken for abandoned and the row put back (a slow pass).
+    now = int(clock.now)
+    assert await store.transition(
+        Transition(deleting[0].sandbox_id, Status.DELETING, Status.PENDING_DELETION,
+                   changes={"next_attempt_at": now}), now)
+    first = await running
+    assert (first["deleted"], first["lost"]) == (0, 1)  # not this pass's removal
+    fake_csp.delay_sec = 0
+    second = await admin_post(client, "cleanup")  # gone at the provider: removed now
+    assert second["deleted"] == 1
+    assert (await stats(client))["total"] == 0
+
+
+def _in(status: Status) -> Any:
     from app.store import SandboxFilter
 
-    return SandboxFilter(status=Status.PENDING_DELETION)
+    return SandboxFilter(status=status)
 
 
 async def test_jobs_racing_allocations_never_revert_or_double_allocate(
