@@ -33,6 +33,7 @@ CallHook = Callable[[str, str], None]
 LIST_PATH = "/current_user/accounts"
 DELETE_PATH = "/sandbox/accounts/"
 DEFAULT_RETRY_AFTER_SEC = 30.0
+MAX_RETRY_AFTER_SEC = 86400.0  # a day: a larger (or absurd) Retry-After is read as this
 PROBE_BUSY_RETRY_SEC = 1.0  # half-open with a probe in flight: its answer is near
 MAX_PAGES = 1000  # a guard against a portal whose `next` never ends
 
@@ -60,7 +61,8 @@ def _status_outcome(status: int) -> str:
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float:
     """Seconds from a Retry-After header (delta-seconds or HTTP-date); 30 when absent
-    or unreadable, so a bare 429 still backs off."""
+    or unreadable, so a bare 429 still backs off; at most a day, so no answer can park
+    a deletion for years (or overflow a timestamp)."""
     if value is None or not value.strip():
         return DEFAULT_RETRY_AFTER_SEC
     text = value.strip()
@@ -69,13 +71,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float:
     except ValueError:
         try:
             when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return DEFAULT_RETRY_AFTER_SEC
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         current = datetime.now(UTC).timestamp() if now is None else now
-        return max(0.0, when.timestamp() - current)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else DEFAULT_RETRY_AFTER_SEC
+        seconds = max(0.0, when.timestamp() - current)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        return DEFAULT_RETRY_AFTER_SEC
+    return min(seconds, MAX_RETRY_AFTER_SEC)
 
 
 def parse_created_at(value: object) -> int | None:
@@ -212,14 +216,15 @@ class CspProvider:
         status = response.status_code
         if response.is_success:
             return DeleteResult(DeleteOutcome.DELETED)
-        if status == 404:
+        if status in (404, 410):
             return DeleteResult(DeleteOutcome.ALREADY_GONE)
-        if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return DeleteResult(DeleteOutcome.RETRY_LATER, retry_after, reason="HTTP 429")
-        if status >= 500:
-            return DeleteResult(DeleteOutcome.RETRY_LATER, reason=f"HTTP {status}")
-        return DeleteResult(DeleteOutcome.FAILED, reason=f"HTTP {status}")
+        # Anything else is retried with backoff until DELETION_RETRY_MAX_ATTEMPTS: a
+        # revoked token (401/403), a conflict or an outage must not fail a deletion for
+        # good at the first answer. Retry-After is honoured on any status; a 429
+        # without one still waits DEFAULT_RETRY_AFTER_SEC.
+        header = response.headers.get("Retry-After")
+        retry_after = parse_retry_after(header) if header or status == 429 else None
+        return DeleteResult(DeleteOutcome.RETRY_LATER, retry_after, reason=f"HTTP {status}")
 
     async def _send(
         self, operation: str, method: str, url: str, *, want_json: bool = False

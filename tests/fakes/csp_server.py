@@ -126,9 +126,11 @@ class FakeCsp:
             self.rows = [r for r in self.rows if _row_uuid(r) != account_uuid]
             return len(self.rows) != before
 
-    def fail_next(self, n: int, status: int = 500, after: int = 0) -> None:
+    def fail_next(self, n: int, status: int = 500, after: int = 0,
+                  retry_after: str | None = None) -> None:
         """Answer `status` to n requests, once `after` requests have gone through."""
-        self._add_fault(_Fault(n, status, {}, skip=after))
+        headers = {} if retry_after is None else {"Retry-After": retry_after}
+        self._add_fault(_Fault(n, status, headers, skip=after))
 
     def rate_limit_next(self, n: int, retry_after: str | float | None = 2) -> None:
         headers = {} if retry_after is None else {"Retry-After": str(retry_after)}

@@ -198,22 +198,33 @@ async def test_delete_removes_the_account_by_uuid(fake_csp: FakeCsp, provider: C
     assert fake_csp.rows == [keep]
 
 
+def _later(status: int, retry_after: float | None = None) -> DeleteResult:
+    return DeleteResult(DeleteOutcome.RETRY_LATER, retry_after, f"HTTP {status}")
+
+
 @pytest.mark.parametrize(
-    ("status", "expected"),
+    ("status", "retry_after", "expected"),
     [
-        pytest.param(404, DeleteResult(DeleteOutcome.ALREADY_GONE), id="404"),
-        pytest.param(502, DeleteResult(DeleteOutcome.RETRY_LATER, None, "HTTP 502"), id="502"),
-        pytest.param(403, DeleteResult(DeleteOutcome.FAILED, reason="HTTP 403"), id="403"),
-        pytest.param(401, DeleteResult(DeleteOutcome.FAILED, reason="HTTP 401"), id="401"),
+        pytest.param(404, None, DeleteResult(DeleteOutcome.ALREADY_GONE), id="404"),
+        pytest.param(410, None, DeleteResult(DeleteOutcome.ALREADY_GONE), id="410"),
+        pytest.param(502, None, _later(502), id="502"),
+        pytest.param(503, "7200", _later(503, 7200.0), id="503-retry-after"),
+        # Not a reason to give a deletion up at the first answer (a revoked token, a
+        # conflict, a request the portal cannot take now): retried, attempts counted.
+        pytest.param(403, None, _later(403), id="403"),
+        pytest.param(401, None, _later(401), id="401"),
+        pytest.param(409, "60", _later(409, 60.0), id="409-retry-after"),
+        pytest.param(400, None, _later(400), id="400"),
     ],
 )
 async def test_delete_maps_status_to_outcome(
-    fake_csp: FakeCsp, provider: CspProvider, status: int, expected: DeleteResult
+    fake_csp: FakeCsp, provider: CspProvider, status: int, retry_after: str | None,
+    expected: DeleteResult,
 ) -> None:
     if status == 401:
         fake_csp.token = "rotated-away-from-the-provider"
     elif status != 404:
-        fake_csp.fail_next(1, status=status)
+        fake_csp.fail_next(1, status=status, retry_after=retry_after)
     row = {"id": "identity/accounts/never-existed"}
     assert await provider.delete_sandbox(sandbox_for(row)) == expected
     assert fake_csp.count(DELETE_ROUTE) == 1
@@ -240,6 +251,11 @@ def _http_date_in(seconds: int) -> str:
         pytest.param("soon-ish", 30.0, 30.0, id="garbage"),
         pytest.param("-5", 30.0, 30.0, id="negative"),
         pytest.param("http-date:120", 100.0, 120.0, id="http-date"),
+        # Absurd answers wait a day at most (and never overflow a timestamp).
+        pytest.param("31536000000", 86400.0, 86400.0, id="a-thousand-years"),
+        pytest.param("1e300", 86400.0, 86400.0, id="1e300"),
+        pytest.param("inf", 30.0, 30.0, id="infinite"),
+        pytest.param("Fri, 31 Dec 9999 23:59:59 GMT", 86400.0, 86400.0, id="year-9999"),
     ],
 )
 async def test_delete_rate_limited_honours_retry_after(

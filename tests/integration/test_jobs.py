@@ -202,6 +202,19 @@ async def test_retries_exhausted_then_admin_retry_succeeds(
     assert (await admin_post(client, "cleanup"))["deleted"] == 1
 
 
+async def test_a_revoked_csp_token_delays_deletions_but_fails_none(
+    client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
+) -> None:
+    await _release_all(client, fake_csp, 3)
+    valid = fake_csp.token
+    fake_csp.token = "rotated-at-the-portal"  # every call is answered 401 now
+    assert (await admin_post(client, "cleanup"))["retried"] == 3
+    assert (await stats(client))["deletion_failed"] == 0
+    fake_csp.token = valid  # the operator puts the right token back
+    clock.advance(60)  # past the first backoff (30 s base)
+    assert (await admin_post(client, "cleanup"))["deleted"] == 3
+
+
 async def test_crash_mid_deletion_is_picked_up_later(
     client: httpx.AsyncClient, store: SandboxStore, fake_csp: FakeCsp,
     clock: FakeClock,
