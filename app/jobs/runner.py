@@ -106,27 +106,41 @@ class JobRunner:
         return summary
 
     async def run_scheduled(self, name: str) -> JobSummary | None:
-        """One scheduled pass: skipped (None) if another replica owns this slot."""
+        """One scheduled pass: skipped (None) if another replica owns this slot, or if
+        another job of its lease group is running."""
+        return (await self._scheduled_pass(name))[1]
+
+    async def _scheduled_pass(self, name: str) -> tuple[bool, JobSummary | None]:
+        """(deferred, summary). Deferred: the lease group was busy (cleanup while sync
+        runs); the slot is given back so the pass runs once the group is free, rather
+        than an interval later (a daily job could otherwise lose whole days)."""
         scheduled = self._jobs[name]
         slot_ttl = max(1.0, scheduled.interval_sec * 0.9)
         # A fresh holder id per attempt: a slot is never renewed, only taken once expired.
-        slot_holder = f"{self.holder}:{uuid.uuid4().hex[:8]}"
-        if not await self._store.acquire_job_lease(f"slot:{name}", slot_holder, slot_ttl,
-                                                   self._clock()):
-            return None
+        slot, slot_holder = f"slot:{name}", f"{self.holder}:{uuid.uuid4().hex[:8]}"
+        if not await self._store.acquire_job_lease(slot, slot_holder, slot_ttl, self._clock()):
+            return False, None
         job = scheduled.job
-        return await self._run_leased(name, lambda now: job.run_once(now, force=False))
+        summary = await self._run_leased(name, lambda now: job.run_once(now, force=False))
+        if summary is None:
+            with contextlib.suppress(Exception):
+                await self._store.release_job_lease(slot, slot_holder)
+            return True, None
+        return False, summary
 
     async def _loop(self, scheduled: ScheduledJob) -> None:
         name = scheduled.job.name
         while not self._stopping.is_set():
+            deferred = False
             try:
-                await self.run_scheduled(name)
+                deferred, _ = await self._scheduled_pass(name)
             except DomainError:
                 pass  # an expected refusal (provider down, sync guard): already logged
             except Exception:  # the loop must outlive any one failed pass
                 log.exception("job loop error", extra={"fields": {"job": name}})
-            delay = scheduled.interval_sec * (1 + self._rng.uniform(-self._jitter, self._jitter))
+            wait = min(scheduled.interval_sec, self._ttl / 2) if deferred else (
+                scheduled.interval_sec)
+            delay = wait * (1 + self._rng.uniform(-self._jitter, self._jitter))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=max(0.01, delay))
 

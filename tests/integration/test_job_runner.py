@@ -55,6 +55,16 @@ async def two_stores(
         await store.close()
 
 
+class PoolJob(CountingJob):
+    """A CountingJob of its own name in the shared "pool" lease group."""
+
+    lease_group = "pool"
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
 def replica(store: SandboxStore, job: CountingJob, clock: FakeClock, name: str) -> JobRunner:
     return JobRunner(store, [ScheduledJob(job, interval_sec=60)], clock=clock,
                      lease_ttl_sec=30, holder=name)
@@ -203,3 +213,31 @@ async def test_a_pass_stops_before_its_lease_runs_out_while_renewals_hang(
     with pytest.raises(JobRunning, match="lost its lease"):
         await asyncio.wait_for(running, timeout=15)
     await store.close()
+
+
+async def test_a_pass_deferred_by_its_busy_lease_group_runs_once_the_group_is_free(
+    two_stores: tuple[SandboxStore, SandboxStore], clock: FakeClock
+) -> None:
+    """A daily job that starts while another job of its group runs must not lose the
+    day: its slot is given back and the loop tries again soon (here: TTL/2 = 0.5 s)."""
+    busy, daily = PoolJob("busy"), PoolJob("daily")
+    runner = JobRunner(two_stores[0], [ScheduledJob(busy, interval_sec=3600),
+                                       ScheduledJob(daily, interval_sec=86400)],
+                       clock=clock, lease_ttl_sec=1, jitter_fraction=0)
+    busy.release.clear()  # the group's run lease stays held
+    running = asyncio.create_task(runner.trigger("busy"))
+    await asyncio.sleep(0.1)
+    assert await runner.run_scheduled("daily") is None  # deferred, not run…
+    runner.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert daily.passes == 0  # …and still not while the group is busy
+        busy.release.set()
+        await running
+        for _ in range(100):
+            if daily.passes:
+                break
+            await asyncio.sleep(0.05)
+        assert daily.passes == 1
+    finally:
+        await runner.stop()
