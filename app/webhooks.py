@@ -2,9 +2,11 @@
 
 Each subscriber is a job: a pass reads the feed from the subscriber's checkpoint in
 the store, POSTs each matching event (HMAC-SHA256 over "<timestamp>.<body>"), and
-advances the checkpoint only after a 2xx. A failure is retried with exponential
+advances the checkpoint only past what got a 2xx. A failure is retried with exponential
 backoff within the pass, then the pass ends and the next one resumes from the
-checkpoint — so a restart resends exactly what was not acknowledged. Delivery runs in
+checkpoint — so a restart resends exactly what was not acknowledged, and an event the
+subscriber keeps refusing holds back what follows it (order is kept) without what
+preceded it being sent again. Delivery runs in
 the job runner, never on the request path: a slow or dead subscriber slows only itself.
 """
 
@@ -68,8 +70,9 @@ class WebhookJob:
         delivered = 0
         while True:
             page = await self._store.list_events(None, self._types, cursor, self._batch)
-            for event in page.events:
+            for acknowledged, event in enumerate(page.events):
                 if not await self._deliver_with_retries(event):
+                    await self._keep_up_to(checkpoint, cursor, acknowledged)
                     return {"delivered": delivered, "pending": 1}
                 delivered += 1
             if page.events and page.next_cursor is not None:
@@ -77,6 +80,15 @@ class WebhookJob:
                 await self._store.put_checkpoint(checkpoint, cursor)
             if len(page.events) < self._batch:
                 return {"delivered": delivered, "pending": 0}
+
+    async def _keep_up_to(self, checkpoint: str, cursor: str | None, acknowledged: int) -> None:
+        """Checkpoint just past the first `acknowledged` events after `cursor` (the same
+        events, re-read: the feed's order is stable), so the next pass resends only the
+        refused event and what follows it, not the whole page before it."""
+        if acknowledged:
+            head = await self._store.list_events(None, self._types, cursor, acknowledged)
+            if head.next_cursor is not None:
+                await self._store.put_checkpoint(checkpoint, head.next_cursor)
 
     async def _deliver_with_retries(self, event: Event) -> bool:
         for attempt in range(self._max_tries):

@@ -20,6 +20,7 @@ class WebhookReceiver:
         self.attempts = 0
         self.bad_signatures = 0
         self.fail_next = 0
+        self.reject_type: str | None = None  # events of this type are refused with 400
         self.gate = threading.Event()  # cleared: requests wait (a stuck subscriber)
         self.gate.set()
         self._lock = threading.Lock()
@@ -64,7 +65,10 @@ class WebhookReceiver:
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return 503
-            self.accepted.append(json.loads(body))
+            event = json.loads(body)
+            if event["type"] == self.reject_type:
+                return 400
+            self.accepted.append(event)
             return 204
 
     def _verify(self, signature: str, body: bytes) -> bool:

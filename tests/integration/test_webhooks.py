@@ -106,6 +106,26 @@ async def test_restart_resends_what_was_not_acknowledged(
     assert sorted(e["type"] for e in receiver.accepted) == ["allocated", "synced", "synced"]
 
 
+async def test_an_event_the_subscriber_refuses_holds_back_only_itself(
+    hook_settings: Callable[..., Settings], receiver: WebhookReceiver
+) -> None:
+    """Delivery stays in order (nothing after the refused event is sent), and what was
+    acknowledged before it is not sent again on every pass."""
+    app = create_app(hook_settings(webhook_max_tries_per_pass=2))
+    receiver.fail_next = 10_000  # nothing gets through until all three events exist
+    async for client in started(app):
+        await wait_for_sync(app)
+        await client.post("/v1/allocate", headers=owner_headers("w3"))
+        assert (await deliver(app))["pending"] == 1  # after the start-up pass, still down
+        receiver.fail_next, receiver.reject_type = 0, "allocated"
+        for _ in range(3):
+            assert (await deliver(app))["pending"] == 1
+        assert [e["type"] for e in receiver.accepted] == ["synced", "synced"]  # once each
+        receiver.reject_type = None
+        assert await deliver(app) == {"delivered": 1, "pending": 0}
+    assert [e["type"] for e in receiver.accepted] == ["synced", "synced", "allocated"]
+
+
 async def test_stuck_subscriber_does_not_slow_allocation(
     hook_settings: Callable[..., Settings], receiver: WebhookReceiver
 ) -> None:
