@@ -102,8 +102,15 @@ class JobRunner:
         """Run `one_pass` under the job's run lease. JobRunning if it is held anywhere."""
         summary = await self._run_leased(name, one_pass)
         if summary is None:
-            raise JobRunning(f"job {name} is already running", retry_after=5)
+            group = self._lease_group(name)
+            message = f"job {name} is already running" if group == name else (
+                f"job {name} cannot start: a job of its group ({self._members(group)}) "
+                "is running")
+            raise JobRunning(message, retry_after=5)
         return summary
+
+    def _members(self, group: str) -> str:
+        return ", ".join(name for name in self._jobs if self._lease_group(name) == group)
 
     async def run_scheduled(self, name: str) -> JobSummary | None:
         """One scheduled pass: skipped (None) if another replica owns this slot, or if

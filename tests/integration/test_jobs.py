@@ -102,6 +102,7 @@ async def test_sync_cleanup_and_stale_deletion_never_overlap(
     for path in ("sync", "cleanup", "auto-delete-stale?grace_period_hours=0"):
         r = await client.post(f"/v1/admin/{path}", headers=ADMIN)
         assert r.status_code == 409 and r.json()["detail"]["code"] == "JOB_RUNNING"
+        assert "(sync, cleanup, stale_deletion) is running" in r.json()["detail"]["message"]
     assert (await client.post("/v1/admin/auto-expire", headers=ADMIN)).status_code == 200
 
 
