@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated
 
 import orjson
@@ -37,6 +38,10 @@ SandboxId = Annotated[
     str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
 
+# X-Lab-Duration-Hours as documented in ALLOCATE_HEADERS, and as checked.
+_HOURS_PATTERN, _HOURS_MAX_CHARS = r"^[0-9]*\.?[0-9]+$", 16
+_DECIMAL_HOURS = re.compile(_HOURS_PATTERN)
+
 
 def _json(sandbox: Sandbox, status: int, request: Request) -> Response:
     request.state.sandbox_id = sandbox.sandbox_id
@@ -44,12 +49,12 @@ def _json(sandbox: Sandbox, status: int, request: Request) -> Response:
 
 
 def _duration_seconds(raw: str | None, max_hours: float) -> int | None:
+    """Seconds from the header's decimal hours, as ALLOCATE_HEADERS documents them
+    (`float()` alone would also take "1_0", "1e-9" or " 2 ")."""
     if raw is None:
         return None
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = math.nan
+    decimal = len(raw) <= _HOURS_MAX_CHARS and _DECIMAL_HOURS.match(raw)
+    hours = float(raw) if decimal else math.nan
     if not (0 < hours <= max_hours):
         raise RequestValidationError([{
             "loc": ("header", "X-Lab-Duration-Hours"), "type": "value_error",
@@ -101,7 +106,7 @@ ALLOCATE_HEADERS = [
     {**_header_doc("X-Lab-Duration-Hours",
                    "Lease length in hours, in (0, MAX_LAB_DURATION_HOURS]; default "
                    "LAB_DURATION_HOURS."),
-     "schema": {"type": "string", "pattern": r"^[0-9]*\.?[0-9]+$", "maxLength": 16}},
+     "schema": {"type": "string", "pattern": _HOURS_PATTERN, "maxLength": _HOURS_MAX_CHARS}},
 ]
 
 

@@ -88,7 +88,8 @@ async def test_lab_duration_header_sets_expiry(seeded: httpx.AsyncClient) -> Non
     assert r.json()["expires_at"] - r.json()["allocated_at"] == 5400
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "25", "abc", "nan", "inf"])
+@pytest.mark.parametrize("value", ["0", "-1", "25", "abc", "nan", "inf", "1_0", "1e-9", " 2",
+                                   "2.", "0.00000000000000001"])
 async def test_out_of_range_duration_is_422(seeded: httpx.AsyncClient, value: str) -> None:
     r = await seeded.post("/v1/allocate",
                           headers=owner_headers("d2", **{"X-Lab-Duration-Hours": value}))
