@@ -7,7 +7,9 @@ together: at the latest `interval` seconds after they were logged, as soon as
 `capacity` lines wait, and at once when a WARNING or worse arrives (so problems are
 never held back, and the lines before them come out first, in order). A crash can
 lose at most `interval` seconds of INFO lines; a normal exit flushes everything
-(`logging.shutdown` flushes and closes every handler); a forked child starts its own
+(`logging.shutdown` flushes and closes every handler), and so does a server's shutdown
+(`write_through`: uvicorn ends a SIGTERMed process by re-raising the signal, which runs
+no exit hooks); a forked child starts its own
 flusher. Lines are never split, and no write is larger than a pipe writes atomically
 unless one line alone is.
 """
@@ -60,6 +62,13 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             self._write_out()
+
+    def write_through(self) -> None:
+        """Write what waits now and every later line at once (the flusher stops): for
+        a shutdown, whose last lines must not wait for a flusher the process may not
+        live to run."""
+        self._closing.set()
+        self.flush()
 
     def close(self) -> None:
         """Stop the flusher (it ends within `interval`; not joined, as `logging.shutdown`

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.domain import Clock
 from app.history import PoolHistory
 from app.jobs import build_runner
-from app.observability import Metrics, configure_logging
+from app.observability import Metrics, configure_logging, write_logs_through
 from app.providers import Provider, create_provider
 from app.services import Services
 from app.store import SandboxStore, create_store
@@ -93,6 +93,7 @@ def create_app(
             stack.push_async_callback(runner.stop)
             history.start()
             stack.push_async_callback(history.stop)
+            stack.callback(write_logs_through)  # first at shutdown: its lines must get out
             yield
 
     app = FastAPI(

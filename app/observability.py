@@ -34,6 +34,7 @@ __all__ = [
     "PoolCollector",
     "configure_logging",
     "prepare_multiprocess_dir",
+    "write_logs_through",
 ]
 
 log = logging.getLogger("broker.metrics")
@@ -266,3 +267,10 @@ def configure_logging(level: str = "INFO") -> None:
         if isinstance(retired, BufferedStreamHandler):  # its flusher thread stops
             retired.close()
     root.setLevel(level.upper())
+
+
+def write_logs_through() -> None:
+    """Flush the batched log lines and write every later one at once (at shutdown)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BufferedStreamHandler):
+            handler.write_through()

@@ -104,3 +104,20 @@ async def test_two_workers_over_http_never_double_allocate(
         assert {r.status_code for r in replays} <= {200, 409}
     verify = run_cli("verify", env=env)
     assert verify.returncode == 0, verify.stdout
+
+
+def test_a_stopped_server_writes_its_last_log_lines(env: dict[str, str], tmp_path: Path) -> None:
+    """SIGTERM: uvicorn shuts down, then re-raises the signal (no exit hooks run), so
+    the batched log lines must be out before that, its own last lines included."""
+    with serve(env, tmp_path) as server:
+        answer = httpx.get(f"{server.url}/v1/sandboxes/none",
+                           headers={"Authorization": f"Bearer {TRACK_TOKEN}",
+                                    "X-Instruqt-Sandbox-ID": "o"})
+    assert answer.status_code == 404
+    messages = [json.loads(line).get("msg") for line in server.output().splitlines()
+                if line.startswith("{")]
+    request_lines = [line for line in server.output().splitlines()
+                     if answer.headers["x-request-id"] in line]
+    assert len(request_lines) == 1
+    assert "Application shutdown complete." in messages
+    assert messages[-1] == f"Finished server process [{server.process.pid}]"
