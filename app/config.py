@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     broker_store: Literal["sqlite", "dynamodb"] = "sqlite"
     broker_sqlite_path: str = "./data/broker.db"
     sqlite_batching: bool = True  # group concurrent allocation calls into one transaction
+    # How long a write waits for another process's lock before answering 503.
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     ddb_table_name: str = "sandbox-broker"
     ddb_endpoint_url: str | None = None
     aws_region: str = "us-east-1"

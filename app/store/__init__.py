@@ -47,4 +47,6 @@ def create_store(settings: Settings) -> SandboxStore:
     from app.store.sqlite_batch import BatchingSqliteStore
 
     kind = BatchingSqliteStore if settings.sqlite_batching else SqliteStore
-    return kind(settings.broker_sqlite_path, cursors)
+    return kind(settings.broker_sqlite_path, cursors,
+                busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+                retry_after=settings.store_unavailable_retry_after_sec)

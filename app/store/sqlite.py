@@ -52,30 +52,35 @@ class SqliteStore:
         path: str,
         cursors: CursorCodec,
         busy_timeout_ms: int = 5000,
+        retry_after: int = 5,
     ) -> None:
         self._path = path
         self._cursors = cursors
         self._busy_timeout_ms = busy_timeout_ms
+        self._retry_after = retry_after  # the Retry-After of its 503s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
         self._schema_problem: str | None = None
         self._closed = False
 
+    def _unavailable(self, message: str) -> StoreUnavailable:
+        return StoreUnavailable(message, retry_after=self._retry_after)
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             if self._conn is None:
-                raise StoreUnavailable("the store is not open", retry_after=1)
+                raise self._unavailable("the store is not open")
             try:
                 return fn(self._conn)
             except sqlite3.DatabaseError as exc:  # locked, I/O error, malformed file, …
                 if self._conn.in_transaction:
                     self._conn.rollback()
-                raise StoreUnavailable("the store did not answer", retry_after=1) from exc
+                raise self._unavailable("the store did not answer") from exc
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except RuntimeError as exc:  # the executor is shut down: the store was closed
-            raise StoreUnavailable("the store is closed", retry_after=1) from exc
+            raise self._unavailable("the store is closed") from exc
 
     async def open(self) -> None:
         """Connect and create the schema; a second call is a no-op."""
@@ -94,7 +99,7 @@ class SqliteStore:
                 conn.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.DatabaseError as exc:
                 conn.close()
-                raise StoreUnavailable("the store could not be opened", retry_after=1) from exc
+                raise self._unavailable("the store could not be opened") from exc
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)

@@ -65,8 +65,8 @@ class BatchingSqliteStore(SqliteStore):
                 outcomes = await self._run(
                     partial(_execute, batch=batch, busy_timeout_ms=self._busy_timeout_ms))
             except BaseException as exc:  # StoreUnavailable, or cancellation at shutdown
-                error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(
-                    "the store did not answer", retry_after=1)
+                error = exc if isinstance(exc, StoreUnavailable) else self._unavailable(
+                    "the store did not answer")
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)

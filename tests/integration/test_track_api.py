@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
 import httpx
@@ -233,3 +234,22 @@ async def test_readyz_is_503_whatever_the_failure(make_settings: Callable[..., S
             r = await client.get("/readyz")
             assert_envelope(r, 503, "STORE_UNAVAILABLE")
             assert "secret-internal-detail" not in r.text
+
+
+async def test_a_locked_sqlite_file_is_503_with_the_configured_retry_after(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(sqlite_busy_timeout_ms=100, store_unavailable_retry_after_sec=7)
+    app = create_app(settings)
+    async for client in started(app):
+        await app.state.services.store.add(make_sandboxes(1))
+        other = sqlite3.connect(settings.broker_sqlite_path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the file's write lock
+        try:
+            locked = await client.post("/v1/allocate", headers=owner_headers("x"))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert_envelope(locked, 503, "STORE_UNAVAILABLE")
+        assert locked.headers["Retry-After"] == "7"
+        assert (await client.post("/v1/allocate", headers=owner_headers("x"))).status_code == 201
