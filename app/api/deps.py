@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.auth import Role, TokenBook
 from app.api.errors import ApiError
 from app.services import Services
 
 __all__ = [
+    "BEARER_SECURITY",
     "AdminAuth",
     "Owner",
     "ServicesDep",
@@ -60,11 +62,22 @@ def authenticate(request: Request, wanted: Role) -> str:
     return principal
 
 
-async def require_track(request: Request) -> str:
+# Declares the scheme in the OpenAPI document (Swagger's "Authorize" button); it never
+# refuses anything itself: `authenticate` checks the token and answers in the envelope.
+_BEARER_DOCS = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="A track token (track endpoints) or an admin token (/admin, /events).",
+)
+# For routes that read the token themselves (no dependency to declare it):
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+_Documented = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER_DOCS)]
+
+
+async def require_track(request: Request, _: _Documented) -> str:
     return authenticate(request, Role.TRACK)
 
 
-async def require_admin(request: Request) -> str:
+async def require_admin(request: Request, _: _Documented) -> str:
     return authenticate(request, Role.ADMIN)
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from app.allocation import AllocationRequest
 from app.api.auth import Role
 from app.api.deps import (
+    BEARER_SECURITY,
     Owner,
     ServicesDep,
     TrackAuth,
@@ -154,7 +155,7 @@ def build_router(base: str) -> APIRouter:
         status_code=201,
         response_model=SandboxOut,
         summary="Lease a sandbox to the owner (or replay the owner's live lease)",
-        openapi_extra={"parameters": ALLOCATE_HEADERS},
+        openapi_extra={"parameters": ALLOCATE_HEADERS, "security": BEARER_SECURITY},
         responses={200: {"model": SandboxOut, "description": "Replay of the owner's live lease"},
                    **error_docs(400, 401, 403, 409, 422, 429, 503)},
     )

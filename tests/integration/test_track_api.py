@@ -193,6 +193,14 @@ async def test_health_ready_docs(client: httpx.AsyncClient, settings: Settings) 
     assert "/v1/allocate" in spec["paths"]
     allocate = spec["paths"]["/v1/allocate"]["post"]["responses"]
     assert {"200", "201", "400", "401", "403", "409", "422", "429", "503"} <= set(allocate)
+    # Swagger's "Authorize" button: one bearer scheme, on every route that needs a token.
+    scheme = spec["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    paths = spec["paths"]
+    for path, method in (("/v1/allocate", "post"), ("/v1/sandboxes/{sandbox_id}", "get"),
+                         ("/v1/admin/stats", "get"), ("/v1/admin/events", "get")):
+        assert paths[path][method]["security"] == [{"bearer": []}], path
+    assert "security" not in paths["/healthz"]["get"]
 
 
 async def test_expired_lease_is_not_replayed(
