@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from app.domain import Lease, Sandbox, Status
 from app.events import Event, EventDraft, EventPage, EventType
+from app.store.cursor import scope_of
 
 __all__ = [
     "ClaimOutcome",
@@ -69,6 +70,11 @@ class SandboxFilter:
     name_prefix: str | None = None
     track_name: str | None = None
     owner: str | None = None
+
+    def cursor_scope(self) -> str:
+        """The scope of this listing's cursors: only the same filter resumes them."""
+        return scope_of("sandboxes", self.status, self.name_prefix, self.track_name,
+                        self.owner)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,10 @@
-"""Opaque, tamper-evident pagination cursors shared by every backend."""
+"""Opaque, tamper-evident pagination cursors shared by every backend.
+
+A cursor is only accepted where it was issued: its tag also covers a scope (the listing
+and its filter, or the sandbox of a timeline), so a cursor from another listing is
+refused (400) instead of silently restarting or skipping. Feed cursors have the empty
+scope, as before scopes existed: the webhook checkpoints stored in the store stay valid.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import Any
 
 from app.domain import InvalidInput
 
-__all__ = ["CursorCodec"]
+__all__ = ["CursorCodec", "scope_of", "timeline_scope"]
 
 _SIG_BYTES = 16
 
@@ -21,19 +27,18 @@ class CursorCodec:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def encode(self, position: dict[str, Any]) -> str:
+    def encode(self, position: dict[str, Any], scope: str = "") -> str:
         body = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
-        tag = hmac.new(self._secret, body, hashlib.sha256).digest()[:_SIG_BYTES]
-        return base64.urlsafe_b64encode(tag + body).decode().rstrip("=")
+        return base64.urlsafe_b64encode(self._tag(body, scope) + body).decode().rstrip("=")
 
-    def decode(self, cursor: str) -> dict[str, Any]:
-        """The position inside `cursor`; InvalidInput if it was not issued by us."""
+    def decode(self, cursor: str, scope: str = "") -> dict[str, Any]:
+        """The position inside `cursor`; InvalidInput unless we issued it for `scope`."""
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (ValueError, TypeError) as exc:
             raise InvalidInput("cursor is not valid") from exc
         tag, body = raw[:_SIG_BYTES], raw[_SIG_BYTES:]
-        expected = hmac.new(self._secret, body, hashlib.sha256).digest()[:_SIG_BYTES]
+        expected = self._tag(body, scope)
         if len(tag) != _SIG_BYTES or not hmac.compare_digest(tag, expected):
             raise InvalidInput("cursor is not valid")
         try:
@@ -43,3 +48,18 @@ class CursorCodec:
         if not isinstance(position, dict):
             raise InvalidInput("cursor is not valid")
         return position
+
+    def _tag(self, body: bytes, scope: str) -> bytes:
+        material = scope.encode() + b"\n" + body if scope else body
+        return hmac.new(self._secret, material, hashlib.sha256).digest()[:_SIG_BYTES]
+
+
+def scope_of(kind: str, *parts: object) -> str:
+    """A cursor scope: what the cursor pages through, e.g. ("sandboxes", <filter...>)."""
+    return json.dumps([kind, *(None if p is None else str(p) for p in parts)],
+                      separators=(",", ":"))
+
+
+def timeline_scope(sandbox_id: str | None) -> str:
+    """One sandbox's timeline, or (None) the feed: the empty scope of older cursors."""
+    return "" if sandbox_id is None else scope_of("timeline", sandbox_id)

@@ -287,12 +287,12 @@ class DynamoStore(DynamoWriter):
         return [(s, shard) for s in statuses for shard in range(self.shards)]
 
     def _resume(
-        self, segments: list[tuple[Status, int]], cursor: str | None
+        self, segments: list[tuple[Status, int]], cursor: str | None, scope: str
     ) -> tuple[int, str | None]:
         """(segment index, sandbox_id to resume after) from a cursor we issued."""
         if cursor is None:
             return 0, None
-        position = self._cursors.decode(cursor)
+        position = self._cursors.decode(cursor, scope)
         status, shard, after = position.get("st"), position.get("sh"), position.get("after")
         segment = (status, shard)
         if not isinstance(after, str) or segment not in segments:
@@ -359,7 +359,7 @@ class DynamoStore(DynamoWriter):
         if limit < 1:
             raise InvalidInput("limit must be at least 1")
         segments = self._segments(where.status)
-        first, after = self._resume(segments, cursor)
+        first, after = self._resume(segments, cursor, where.cursor_scope())
         found: list[tuple[int, Sandbox]] = []
         for index in range(first, len(segments)):
             if len(found) > limit:
@@ -392,6 +392,7 @@ class DynamoStore(DynamoWriter):
         if len(found) > limit:
             status, shard = segments[found[limit - 1][0]]
             next_cursor = self._cursors.encode(
-                {"st": str(status), "sh": shard, "after": items[-1].sandbox_id}
+                {"st": str(status), "sh": shard, "after": items[-1].sandbox_id},
+                where.cursor_scope(),
             )
         return Page(items, next_cursor)

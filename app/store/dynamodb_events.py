@@ -18,7 +18,7 @@ from typing import Any
 
 from app.domain import InvalidInput, Sandbox
 from app.events import Event, EventDraft, EventPage, EventType, stamp
-from app.store.cursor import CursorCodec
+from app.store.cursor import CursorCodec, timeline_scope
 from app.store.dynamodb_client import DynamoClient, gather_all
 from app.store.dynamodb_rows import Expr, Item, s_value, shard_of
 from app.store.dynamodb_schema import FEED_INDEX, FEED_PK, FEED_SK, TTL_ATTRIBUTE
@@ -91,9 +91,9 @@ class DynamoEventLog:
 
     async def page(self, sandbox_id: str | None, types: frozenset[EventType] | None,
                    cursor: str | None, limit: int) -> EventPage:
-        after = ""
+        after, scope = "", timeline_scope(sandbox_id)
         if cursor is not None:
-            position = self._cursors.decode(cursor).get("evt")
+            position = self._cursors.decode(cursor, scope).get("evt")
             if not isinstance(position, str):
                 raise InvalidInput("cursor is not valid")
             after = position
@@ -104,7 +104,7 @@ class DynamoEventLog:
         else:
             events = await self._feed(types, after, limit)
         last = events[-1].event_id if events else after
-        return EventPage(events, self._cursors.encode({"evt": last}))
+        return EventPage(events, self._cursors.encode({"evt": last}, scope))
 
     async def _timeline(self, sandbox_id: str, types: frozenset[EventType] | None,
                         after: str, limit: int) -> list[Event]:

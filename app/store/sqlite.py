@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from app.domain import Lease, Sandbox, Status, StoreUnavailable, check_transition
 from app.events import Event, EventDraft, EventPage, EventType, stamp
 from app.store.base import ClaimResult, Page, SandboxFilter, Transition
-from app.store.cursor import CursorCodec
+from app.store.cursor import CursorCodec, timeline_scope
 from app.store.sqlite_events import insert_event, select_events
 from app.store.sqlite_lock import begin_immediate, execute_when_free
 from app.store.sqlite_rows import (
@@ -282,7 +282,7 @@ class SqliteStore:
             conditions.append("name >= ? AND name < ?")
             args.extend(prefix_range(where.name_prefix))
         if cursor is not None:
-            after = self._cursors.decode(cursor).get("after")
+            after = self._cursors.decode(cursor, where.cursor_scope()).get("after")
             if not isinstance(after, str):
                 after = ""
             conditions.append("sandbox_id > ?")
@@ -293,7 +293,8 @@ class SqliteStore:
         rows = await self._run(lambda conn: conn.execute(sql, args).fetchall())
         items = [to_domain(row) for row in rows[:limit]]
         more = len(rows) > limit
-        next_cursor = self._cursors.encode({"after": items[-1].sandbox_id}) if more else None
+        next_cursor = self._cursors.encode(
+            {"after": items[-1].sandbox_id}, where.cursor_scope()) if more else None
         return Page(items, next_cursor)
 
     async def count_by_status(self) -> dict[Status, int]:
@@ -352,14 +353,15 @@ class SqliteStore:
         cursor: str | None,
         limit: int,
     ) -> EventPage:
-        after = self._cursors.decode(cursor).get("seq", 0) if cursor else 0
+        scope = timeline_scope(sandbox_id)
+        after = self._cursors.decode(cursor, scope).get("seq", 0) if cursor else 0
         if not isinstance(after, int):
             after = 0
         events, last = await self._run(
             lambda conn: select_events(conn, sandbox_id, types, after, limit)
         )
         ended = sandbox_id is not None and len(events) < limit
-        return EventPage(events, None if ended else self._cursors.encode({"seq": last}))
+        return EventPage(events, None if ended else self._cursors.encode({"seq": last}, scope))
 
     async def purge_events(self, before: float) -> int:
         """Drop old events, and tombstones that have run out (same housekeeping pass)."""

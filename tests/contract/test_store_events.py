@@ -128,6 +128,23 @@ async def test_the_feed_resumes_without_skips_or_repeats(store: SandboxStore) ->
             await store.list_events(None, None, bad, 3)
 
 
+async def test_an_event_cursor_resumes_only_where_it_was_issued(store: SandboxStore) -> None:
+    base = time.time() - 600
+    a, b = make(2)
+    await store.add([a, b])
+    for i in range(3):
+        await store.record_event(a, draft(E.REPLAYED, base + i))
+        await store.record_event(b, draft(E.REPLAYED, base + i))
+    of_a = (await store.list_events(a.sandbox_id, None, None, 1)).next_cursor
+    of_feed = (await store.list_events(None, None, None, 1)).next_cursor
+    assert of_a is not None and of_feed is not None
+    for sandbox_id, foreign in ((b.sandbox_id, of_a), (None, of_a), (a.sandbox_id, of_feed)):
+        with pytest.raises(InvalidInput):
+            await store.list_events(sandbox_id, None, foreign, 1)
+    # A feed cursor is a position in the whole log, whatever the type filter.
+    assert await store.list_events(None, frozenset({E.REPLAYED}), of_feed, 1)
+
+
 async def test_purge_drops_only_older_events(store: SandboxStore) -> None:
     base = time.time() - 600
     (a,) = make(1)

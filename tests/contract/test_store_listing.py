@@ -107,3 +107,14 @@ async def test_list_rejects_cursors_it_did_not_issue(store: SandboxStore) -> Non
     for bad in (tampered, foreign, "not-a-cursor", ""):
         with pytest.raises(InvalidInput):
             await store.list(SandboxFilter(), 2, bad)
+
+
+async def test_a_listing_cursor_resumes_only_the_same_listing(store: SandboxStore) -> None:
+    await store.add(make(6))
+    issued = (await store.list(SandboxFilter(status=Status.AVAILABLE), 2, None)).next_cursor
+    assert issued is not None
+    assert (await store.list(SandboxFilter(status=Status.AVAILABLE), 2, issued)).items
+    for other in (SandboxFilter(), SandboxFilter(status=Status.STALE),
+                  SandboxFilter(status=Status.AVAILABLE, name_prefix="lab-")):
+        with pytest.raises(InvalidInput):
+            await store.list(other, 2, issued)
