@@ -46,7 +46,14 @@ class SyncJob:
         listed = {p.sandbox_id: p for p in await self._provider.list_sandboxes()}
         available = [s async for page in rows_in(self._store, Status.AVAILABLE) for s in page]
         stale = [s async for page in rows_in(self._store, Status.STALE) for s in page]
-        missing = [s for s in available if s.sandbox_id not in listed]
+        # A row is listed under its own id or, should the portal report the account
+        # under another id (a field missing from one answer), under its account.
+        accounts = {p.external_id for p in listed.values()}
+
+        def is_listed(row: Sandbox) -> bool:
+            return row.sandbox_id in listed or row.external_id in accounts
+
+        missing = [s for s in available if not is_listed(s)]
         # The guard's pool is what sync manages (available + stale rows, and what the
         # answer lists): leased rows must not dilute it. An empty answer is an outage.
         managed = len({s.sandbox_id for s in available + stale} | listed.keys())
@@ -59,8 +66,9 @@ class SyncJob:
                 f"the provider's answer would stale {len(missing)} of {managed} sandboxes"
             )
         known = {s.sandbox_id for s in available + stale}  # no need to try these again
+        fresh = [p for p in listed.values() if p.sandbox_id not in known]
         added = await self._store.add(
-            [_new_row(p, now) for p in listed.values() if p.sandbox_id not in known],
+            [_new_row(p, now) for p in await self._not_aliases(fresh, available + stale)],
             EventDraft(EventType.SYNCED, ACTOR, self._clock(), "new at the provider"),
         )
         staled = 0
@@ -71,9 +79,28 @@ class SyncJob:
             staled += await self._store.transition(change, now) is not None
         revived = 0
         for sandbox in stale:
-            if sandbox.sandbox_id in listed:
+            if is_listed(sandbox):
                 change = Transition(sandbox.sandbox_id, Status.STALE, Status.AVAILABLE,
                                     event=EventDraft(EventType.SYNCED, ACTOR, self._clock(),
                                                      "listed by the provider again"))
                 revived += await self._store.transition(change, now) is not None
         return {"listed": len(listed), "synced": added, "staled": staled, "revived": revived}
+
+    async def _not_aliases(
+        self, fresh: list[ProviderSandbox], managed: list[Sandbox]
+    ) -> list[ProviderSandbox]:
+        """`fresh` without the accounts a row already holds under another id: a second
+        row for one account could lease it twice. Reads the leased and releasing rows
+        only when something new is listed (rarely, after the first pass)."""
+        if not fresh:
+            return fresh
+        held = {s.external_id for s in managed}
+        for status in Status:
+            if status not in (Status.AVAILABLE, Status.STALE):
+                held |= {s.external_id async for page in rows_in(self._store, status)
+                         for s in page}
+        kept = [p for p in fresh if p.external_id not in held]
+        if len(kept) < len(fresh):
+            log.warning("sync skipped accounts listed under a new id", extra={"fields": {
+                "skipped": len(fresh) - len(kept)}})
+        return kept

@@ -95,6 +95,26 @@ async def test_empty_answer_with_most_of_the_pool_leased_stales_nothing(
     assert (await stats(client))["available"] == 2
 
 
+async def test_an_account_listed_under_another_id_is_not_a_second_sandbox(
+    client: httpx.AsyncClient, fake_csp: FakeCsp
+) -> None:
+    """The portal drops `csp_id` from a listing (the id falls back to the account's
+    external id): still one sandbox per account, never two leases on one account."""
+    leased, free = (fake_csp.add_account(f"lab-{i}") for i in range(2))
+    await admin_post(client, "sync")
+    lease = (await client.post("/v1/allocate", headers=owner_headers("first"))).json()
+    for row in (leased, free):
+        row["csp_id"] = None
+    summary = await admin_post(client, "sync")
+    assert (summary["synced"], summary["staled"]) == (0, 0)
+    counts = await stats(client)
+    assert (counts["total"], counts["allocated"], counts["available"]) == (2, 1, 1)
+    second = (await client.post("/v1/allocate", headers=owner_headers("second"))).json()
+    assert second["external_id"] != lease["external_id"]
+    third = await client.post("/v1/allocate", headers=owner_headers("third"))
+    assert third.status_code == 409  # both accounts are leased: nothing else to hand out
+
+
 async def test_sync_cleanup_and_stale_deletion_never_overlap(
     client: httpx.AsyncClient, store: SandboxStore
 ) -> None:
