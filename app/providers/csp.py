@@ -8,6 +8,7 @@ API token can never leak into them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -156,6 +157,9 @@ class CspProvider:
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             follow_redirects=False,
         )
+        # httpx's read timeout bounds each read, not the answer: one that trickles in
+        # could hold a call (a half-open probe, a cleanup pass) for ever.
+        self._call_deadline = connect_timeout + read_timeout
         self._breaker = CircuitBreaker(failure_threshold, reset_timeout_sec)
         self._on_call = on_call
 
@@ -235,9 +239,10 @@ class CspProvider:
         try:
             with self._breaker.guard() as verdict:
                 try:
-                    response = await self._client.request(method, url)
-                except httpx.HTTPError as exc:
-                    timed_out = isinstance(exc, httpx.TimeoutException)
+                    async with asyncio.timeout(self._call_deadline):
+                        response = await self._client.request(method, url)
+                except (httpx.HTTPError, TimeoutError) as exc:
+                    timed_out = isinstance(exc, httpx.TimeoutException | TimeoutError)
                     if timed_out or isinstance(exc, httpx.TransportError):
                         verdict.failure()
                     outcome = "timeout" if timed_out else "error"

@@ -1,8 +1,8 @@
 """A fake Cloud Service Portal: a real HTTP server on 127.0.0.1 in a background thread.
 
 Tests drive its state (accounts, page size) and faults (errors, 429s, slow answers,
-malformed bodies) and read its per-route request counters. Standard library only, so
-it starts in milliseconds and needs no event loop of its own.
+answers that trickle in, malformed bodies) and read its per-route request counters.
+Standard library only, so it starts in milliseconds and needs no event loop of its own.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class FakeCsp:
             self.rows: list[dict[str, Any]] = []
             self.page_size: int | None = None
             self.delay_sec = 0.0
+            self.trickle_sec = 0.0  # > 0: bodies go out a byte at a time, this far apart
             self.empty_list = False
             self.next_origin: str | None = None  # send `next` links to another host
             self.connections = 0
@@ -148,6 +149,10 @@ class FakeCsp:
         """End every pending fault now (an outage that is over)."""
         with self._lock:
             self._faults.clear()
+
+    def stopping(self, wait_sec: float) -> bool:
+        """Wait up to `wait_sec`; True as soon as the server is being stopped."""
+        return self._stopping.wait(wait_sec)
 
     def note_connection(self) -> None:
         with self._lock:
@@ -265,9 +270,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            self._write_body(body, fake.trickle_sec)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (e.g. its read timeout)
+
+    def _write_body(self, body: bytes, trickle_sec: float) -> None:
+        if not trickle_sec:
+            self.wfile.write(body)
+            return
+        for offset in range(len(body)):  # every read gets a byte before its timeout
+            self.wfile.write(body[offset:offset + 1])
+            self.wfile.flush()
+            if self.server.fake.stopping(trickle_sec):
+                return
 
     do_GET = do_DELETE = do_POST = _serve
 

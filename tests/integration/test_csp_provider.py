@@ -202,6 +202,19 @@ def _later(status: int, retry_after: float | None = None) -> DeleteResult:
     return DeleteResult(DeleteOutcome.RETRY_LATER, retry_after, f"HTTP {status}")
 
 
+async def test_an_answer_that_trickles_in_times_out_as_a_whole(
+    fake_csp: FakeCsp, make_provider: MakeProvider, calls: list[tuple[str, str]]
+) -> None:
+    """Each byte beats the read timeout, the whole answer would take ~100x longer: the
+    call still ends at connect + read timeout (a half-open probe must not hang)."""
+    fake_csp.add_account("lab")
+    fake_csp.trickle_sec = READ_TIMEOUT / 2
+    provider = make_provider(read_timeout=READ_TIMEOUT, connect_timeout=READ_TIMEOUT)
+    with pytest.raises(ProviderUnavailable, match="timeout"):
+        await provider.list_sandboxes()
+    assert calls == [("list", "timeout")]
+
+
 @pytest.mark.parametrize(
     ("status", "retry_after", "expected"),
     [
