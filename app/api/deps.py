@@ -26,7 +26,7 @@ __all__ = [
 
 MAX_HEADER_CHARS = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_BEARER = re.compile(r"^Bearer ([\x21-\x7e]+)$")
+_BEARER = re.compile(r"^(?i:bearer) ([\x21-\x7e]+)$")  # schemes are case-insensitive
 
 
 # Dependencies are `async def` although they do no I/O: FastAPI runs plain `def`

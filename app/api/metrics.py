@@ -29,7 +29,7 @@ class MetricsAuth:
         if not self._digests:
             return
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        presented = token_digest(token) if scheme == "Bearer" and token else b""
+        presented = token_digest(token) if scheme.lower() == "bearer" and token else b""
         matched = [hmac.compare_digest(presented, digest) for digest in self._digests]
         if not any(matched):
             raise ApiError(401, "UNAUTHORIZED", "a valid metrics bearer token is required",

@@ -172,7 +172,7 @@ class RateLimits:
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
                 known = self._tokens.identify_for(token, scope.setdefault("state", {})) if (
-                    scheme == "Bearer" and token) else None
+                    scheme.lower() == "bearer" and token) else None
                 return None if known is None else f"{known[0].value}:{known[1]}"
         return None
 

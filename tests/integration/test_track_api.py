@@ -10,7 +10,15 @@ import pytest
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import ADMIN, TRACK, FakeClock, make_sandboxes, owner_headers, started
+from tests.conftest import (
+    ADMIN,
+    TRACK,
+    TRACK_TOKEN,
+    FakeClock,
+    make_sandboxes,
+    owner_headers,
+    started,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +146,14 @@ async def test_track_auth(
         assert_envelope(r, status, code)
         if status == 401:
             assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_the_auth_scheme_is_case_insensitive(seeded: httpx.AsyncClient) -> None:
+    """RFC 9110 §11.1: `bearer` and `BEARER` are `Bearer`."""
+    for scheme in ("bearer", "BEARER"):
+        r = await seeded.post("/v1/allocate", headers={
+            "Authorization": f"{scheme} {TRACK_TOKEN}", "X-Instruqt-Sandbox-ID": scheme})
+        assert r.status_code == 201, r.text
 
 
 async def test_get_unknown_404_and_other_owner_403(seeded: httpx.AsyncClient) -> None:
