@@ -129,6 +129,7 @@ class DynamoClient:
         """API calls sent, by operation name (e.g. "Query"); for tests and benchmarks."""
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: DynamoDBClient | None = None
+        self._indexes_seen = False  # the table once had every index this release queries
 
     async def open(self) -> None:
         """Create the one pooled client. Does not touch the table (see init_schema)."""
@@ -239,6 +240,7 @@ class DynamoClient:
                     GlobalSecondaryIndexUpdates=[{"Create": index}],
                 )
                 await self._wait_active()
+        self._indexes_seen = True
         ttl = {"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
         described = await self.call("describe_time_to_live")
         if described["TimeToLiveDescription"]["TimeToLiveStatus"] not in ("ENABLED", "ENABLING"):
@@ -257,5 +259,20 @@ class DynamoClient:
         raise self.unavailable()
 
     async def ping(self) -> None:
-        """A cheap data-plane read: fails on outages and on a missing table."""
+        """A cheap data-plane read: fails on outages and on a missing table. Until the
+        table has once shown every index this release queries, also a DescribeTable: a
+        replica must not report ready on a table `init-store` has not brought up to date
+        (each allocation would fail on the missing index)."""
         await self.call("get_item", Key={"PK": {"S": "PING"}, "SK": {"S": "PING"}})
+        if self._indexes_seen:
+            return
+        table = (await self.call("describe_table"))["Table"]
+        ready = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])
+                 if index.get("IndexStatus", "ACTIVE") == "ACTIVE"}
+        wanted = {index["IndexName"]
+                  for index in table_definition(self.table_name)["GlobalSecondaryIndexes"]}
+        if not wanted <= ready:
+            log.error("the table lacks indexes; run `sandbox-broker init-store`",
+                      extra={"fields": {"missing": sorted(wanted - ready)}})
+            raise self.unavailable()
+        self._indexes_seen = True

@@ -74,6 +74,24 @@ async def test_a_missing_table_is_store_unavailable(emulator: Emulator) -> None:
             assert caught.value.message == "the store did not answer"
 
 
+async def test_a_table_without_its_indexes_is_not_ready(emulator: Emulator) -> None:
+    """`init-store` not run after an upgrade that added an index: readiness fails (the
+    rollout stops) rather than every allocation on the missing index."""
+    async with open_dynamo_store(dynamo_settings(emulator.endpoint), create=False) as store:
+        await store.call("create_table", BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"},
+                                    {"AttributeName": "SK", "KeyType": "RANGE"}],
+                         AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"}
+                                               for k in ("PK", "SK")])
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+            await store.init_schema()  # the operator runs init-store
+            await store.ping()
+        finally:
+            await store.call("delete_table")
+
+
 async def test_an_unreachable_endpoint_is_store_unavailable() -> None:
     settings = dynamo_settings(f"http://127.0.0.1:{free_port()}", store_timeout_sec=1.0)
     async with open_dynamo_store(settings, create=False) as store:
