@@ -9,11 +9,13 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from app.config import Settings, generate_dev_tokens
-from app.domain import Sandbox
+from app.domain import DomainError, Sandbox
 from app.observability import prepare_multiprocess_dir
 from app.store import SandboxStore, create_store
 
@@ -21,12 +23,24 @@ __all__ = ["main"]
 
 
 def _load_settings() -> Settings:
+    """Settings from the environment, or exit with one line naming each bad variable
+    (never its value: it may be a secret)."""
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(str(e.get("msg", "")).removeprefix("Value error, ")
-                             for e in exc.errors())
-        raise SystemExit(f"sandbox-broker: configuration refused: {problems}") from None
+        problems = "; ".join(_problem(error["loc"], str(error.get("msg", "")))
+                             for error in exc.errors())
+    except SettingsError as exc:  # a value that is not even JSON, e.g. WEBHOOK_SUBSCRIBERS
+        problems = str(exc)
+    raise SystemExit(f"sandbox-broker: configuration refused: {problems}")
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    if not loc:  # a check across several variables: the message names them
+        return message
+    where = str(loc[0]).upper() + "".join(f"[{part}]" for part in loc[1:])
+    return f"{where}: {message}"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -72,14 +86,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_store(action: Callable[[SandboxStore], Awaitable[int]]) -> int:
+def _with_store(
+    action: Callable[[SandboxStore], Awaitable[int]], *, existing: bool = False
+) -> int:
+    """Run `action` on the opened store; a store problem is one line on stderr and exit
+    status 1. `existing`: refuse to create a SQLite file (a typo must not pass `verify`)."""
+    settings = _load_settings()
+    path = Path(settings.broker_sqlite_path)
+    if existing and settings.broker_store == "sqlite" and not path.exists():
+        raise SystemExit(f"sandbox-broker: no store at {path}; check BROKER_SQLITE_PATH")
+
     async def run() -> int:
-        store = create_store(_load_settings())
-        await store.open()
+        store = create_store(settings)
         try:
-            return await action(store)
-        finally:
-            await store.close()
+            await store.open()
+            try:
+                return await action(store)
+            finally:
+                await store.close()
+        except DomainError as exc:
+            raise SystemExit(f"sandbox-broker: {exc} (a new store needs "
+                             "`sandbox-broker init-store` first)") from None
 
     return asyncio.run(run())
 
@@ -115,6 +142,13 @@ async def _verify(store: SandboxStore) -> int:
     return 1 if problems else 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sandbox-broker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -124,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     commands.add_parser("init-store", help="create the table/schema (idempotent)")
     seed = commands.add_parser("seed", help="add N available sandboxes to the store")
-    seed.add_argument("--count", type=int, required=True)
+    seed.add_argument("--count", type=_positive, required=True)
     seed.add_argument("--prefix", default="lab-")
     commands.add_parser("verify", help="check the store's invariants; non-zero on violation")
     return parser
@@ -138,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _with_store(_init_store)
     if args.command == "seed":
         return _with_store(_seed(args.count, args.prefix))
-    return _with_store(_verify)
+    return _with_store(_verify, existing=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

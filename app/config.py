@@ -5,15 +5,17 @@ Every knob lives here; nothing else reads the environment.
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Literal
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["MIN_TOKEN_LENGTH", "Settings", "WebhookSubscriber", "generate_dev_tokens"]
 
 MIN_TOKEN_LENGTH = 32
+_TOKEN_CHARACTERS = re.compile(r"^[\x21-\x7e]+$")  # what `Authorization: Bearer` can carry
 
 
 def _split(raw: SecretStr) -> tuple[str, ...]:
@@ -27,6 +29,17 @@ class WebhookSubscriber(BaseModel):
     url: HttpUrl
     secret: SecretStr
     events: list[str] = Field(default_factory=list)
+
+    @field_validator("events")
+    @classmethod
+    def _known_types(cls, events: list[str]) -> list[str]:
+        from app.events import EventType  # the one list of event types
+
+        unknown = sorted(set(events) - {str(t) for t in EventType})
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; known: "
+                             f"{sorted(str(t) for t in EventType)}")
+        return events
 
 
 class Settings(BaseSettings):
@@ -169,6 +182,12 @@ class Settings(BaseSettings):
                 parse_many(getattr(self, name))
             except ValueError:
                 raise ValueError(f"{name.upper()} must look like '200/4 seconds'") from None
+        from limits.storage import SCHEMES  # type: ignore[attr-defined]  # its registry
+
+        scheme = self.rate_limit_storage_uri.partition("://")[0]
+        if scheme not in SCHEMES or scheme.startswith("async+"):
+            # Named by scheme only: the URI may carry a password.
+            raise ValueError(f"RATE_LIMIT_STORAGE_URI: unknown storage scheme {scheme[:20]!r}")
         for proxy in self.trusted_proxy_list:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -208,6 +227,15 @@ class Settings(BaseSettings):
         return self.grace_period_minutes * 60
 
     @model_validator(mode="after")
+    def _check_lease_bounds(self) -> Settings:
+        """A default lease within the longest asked for, and that within any lease."""
+        if self.lab_duration_hours > self.max_lab_duration_hours:
+            raise ValueError("LAB_DURATION_HOURS must not exceed MAX_LAB_DURATION_HOURS")
+        if self.max_lab_duration_hours > self.max_lease_hours:
+            raise ValueError("MAX_LAB_DURATION_HOURS must not exceed MAX_LEASE_HOURS")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_weak_production_config(self) -> Settings:
         if not self.api_base_path.startswith("/") or self.api_base_path.endswith("/"):
             raise ValueError("API_BASE_PATH must start with '/' and not end with '/' (e.g. /v1)")
@@ -220,8 +248,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"webhook {hook.name}: the secret must be 16+ characters")
         if len({hook.name for hook in self.webhook_subscribers}) < len(self.webhook_subscribers):
             raise ValueError("webhook subscriber names must be unique")
-        if self.lab_duration_hours > self.max_lab_duration_hours:
-            raise ValueError("LAB_DURATION_HOURS must not exceed MAX_LAB_DURATION_HOURS")
+        if not all(map(_TOKEN_CHARACTERS.match, self.track_tokens + self.admin_tokens)):
+            raise ValueError("tokens may hold printable ASCII only, without spaces")
         if self.is_dev:
             return self
         track, admin = self.track_tokens, self.admin_tokens

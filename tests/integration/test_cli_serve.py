@@ -65,6 +65,43 @@ def test_production_refuses_to_start_without_tokens(env: dict[str, str]) -> None
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        pytest.param("SYNC_INTERVAL_SEC", "-1", "SYNC_INTERVAL_SEC: Input should be greater",
+                     id="range"),
+        pytest.param("WEBHOOK_SUBSCRIBERS", "[{bad", "webhook_subscribers", id="not-json"),
+        pytest.param("RATE_LIMIT_STORAGE_URI", "bogus://:hunter2@host/0",
+                     "RATE_LIMIT_STORAGE_URI: unknown storage scheme", id="secret-in-value"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(
+    env: dict[str, str], variable: str, value: str, named: str
+) -> None:
+    refused = run_cli("verify", env={**env, variable: value})
+    assert refused.returncode != 0
+    assert named in refused.stderr
+    assert "Traceback" not in refused.stderr and "hunter2" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_verify_of_a_missing_file_fails_without_creating_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    typo = tmp_path / "typo" / "broker.db"
+    refused = run_cli("verify", env={**env, "BROKER_SQLITE_PATH": str(typo)})
+    assert refused.returncode != 0 and "no store at" in refused.stderr
+    assert not typo.parent.exists()
+
+
+def test_a_store_that_cannot_open_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    refused = run_cli("verify", env={**env, "BROKER_SQLITE_PATH": str(broken)})
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("sandbox-broker: the store could not be opened")
+
+
 def test_dev_mode_generates_and_prints_tokens(env: dict[str, str], tmp_path: Path) -> None:
     for key in ("BROKER_API_TOKEN", "BROKER_ADMIN_TOKEN"):
         del env[key]

@@ -28,6 +28,18 @@ GOOD_T, GOOD_A = "t" * 32, "a" * 32
                      "must differ", id="overlap-in-rotation-list"),
         pytest.param({"broker_api_token": GOOD_T, "broker_admin_token": GOOD_A,
                       "api_base_path": "v1/"}, "API_BASE_PATH", id="bad-base-path"),
+        pytest.param({"broker_api_token": "t t" * 11, "broker_admin_token": GOOD_A},
+                     "without spaces", id="token-a-bearer-header-cannot-carry"),
+        pytest.param({"broker_api_token": GOOD_T, "broker_admin_token": GOOD_A,
+                      "max_lab_duration_hours": 48, "max_lease_hours": 24},
+                     "MAX_LAB_DURATION_HOURS must not exceed MAX_LEASE_HOURS", id="lease-bounds"),
+        pytest.param({"broker_api_token": GOOD_T, "broker_admin_token": GOOD_A,
+                      "webhook_subscribers": [{"name": "ops", "url": "http://127.0.0.1:1/",
+                                               "secret": "s" * 16, "events": ["nope"]}]},
+                     "unknown event types", id="webhook-event-type"),
+        pytest.param({"broker_api_token": GOOD_T, "broker_admin_token": GOOD_A,
+                      "rate_limit_storage_uri": "bogus://:hunter2@host/0"},
+                     "unknown storage scheme 'bogus'", id="rate-limit-storage"),
     ],
 )
 def test_production_refuses_weak_config(overrides: dict[str, str], message: str) -> None:
