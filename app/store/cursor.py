@@ -2,8 +2,14 @@
 
 A cursor is only accepted where it was issued: its tag also covers a scope (the listing
 and its filter, or the sandbox of a timeline), so a cursor from another listing is
-refused (400) instead of silently restarting or skipping. Feed cursors have the empty
-scope, as before scopes existed: the webhook checkpoints stored in the store stay valid.
+refused (400) instead of silently restarting or skipping.
+
+Feed cursors (the empty scope) are tagged with a fixed key instead of the secret: webhook
+checkpoints are feed cursors kept in the store, and the secret changes whenever the
+admin tokens it may be derived from are rotated; a checkpoint that stopped decoding would
+stop its subscriber for good. A feed cursor holds only a position in a log its reader
+may read whole, so a forged one gains nothing. Feed cursors tagged with the secret, as
+releases before this one wrote them, are still accepted.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from app.domain import InvalidInput
 __all__ = ["CursorCodec", "scope_of", "timeline_scope"]
 
 _SIG_BYTES = 16
+_FEED_KEY = b"sandbox-broker feed position"  # not a secret (module docstring)
 
 
 class CursorCodec:
@@ -38,8 +45,10 @@ class CursorCodec:
         except (ValueError, TypeError) as exc:
             raise InvalidInput("cursor is not valid") from exc
         tag, body = raw[:_SIG_BYTES], raw[_SIG_BYTES:]
-        expected = self._tag(body, scope)
-        if len(tag) != _SIG_BYTES or not hmac.compare_digest(tag, expected):
+        accepted = [self._tag(body, scope)]
+        if not scope:  # a feed cursor (or checkpoint) of an earlier release
+            accepted.append(self._keyed(self._secret, body))
+        if len(tag) != _SIG_BYTES or not any(hmac.compare_digest(tag, a) for a in accepted):
             raise InvalidInput("cursor is not valid")
         try:
             position = json.loads(body)
@@ -50,8 +59,13 @@ class CursorCodec:
         return position
 
     def _tag(self, body: bytes, scope: str) -> bytes:
-        material = scope.encode() + b"\n" + body if scope else body
-        return hmac.new(self._secret, material, hashlib.sha256).digest()[:_SIG_BYTES]
+        if not scope:
+            return self._keyed(_FEED_KEY, body)
+        return self._keyed(self._secret, scope.encode() + b"\n" + body)
+
+    @staticmethod
+    def _keyed(key: bytes, material: bytes) -> bytes:
+        return hmac.new(key, material, hashlib.sha256).digest()[:_SIG_BYTES]
 
 
 def scope_of(kind: str, *parts: object) -> str:

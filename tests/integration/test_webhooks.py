@@ -15,7 +15,7 @@ from app.domain import JobRunning
 from app.jobs import JobSummary
 from app.main import create_app
 from app.webhooks import sign
-from tests.conftest import owner_headers, started
+from tests.conftest import ADMIN_TOKEN, owner_headers, started
 from tests.fakes.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -124,6 +124,25 @@ async def test_an_event_the_subscriber_refuses_holds_back_only_itself(
         receiver.reject_type = None
         assert await deliver(app) == {"delivered": 1, "pending": 0}
     assert [e["type"] for e in receiver.accepted] == ["synced", "synced", "allocated"]
+
+
+async def test_delivery_survives_an_admin_token_rotation(
+    hook_settings: Callable[..., Settings], receiver: WebhookReceiver
+) -> None:
+    """Without CURSOR_SECRET the cursor key comes from the admin tokens; the stored
+    checkpoint must still resume once they change (README: token rotation)."""
+    first = create_app(hook_settings())
+    async for client in started(first):
+        await wait_for_sync(first)
+        await client.post("/v1/allocate", headers=owner_headers("w4"))
+        assert (await deliver(first))["pending"] == 0
+    before = len(receiver.accepted)
+    rotated = create_app(hook_settings(broker_admin_token=f"{ADMIN_TOKEN},{'n' * 40}"))
+    async for client in started(rotated):
+        await client.post("/v1/allocate", headers=owner_headers("w5"))
+        assert (await deliver(rotated))["pending"] == 0
+    assert [e["type"] for e in receiver.accepted[before:]] == ["allocated"]
+    assert receiver.accepted[-1]["owner"] == "w5"
 
 
 async def test_stuck_subscriber_does_not_slow_allocation(

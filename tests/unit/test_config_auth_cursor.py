@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -9,7 +14,7 @@ from app.api import auth
 from app.api.auth import Role, TokenBook, token_digest, token_id
 from app.config import Settings
 from app.domain import InvalidInput
-from app.store.cursor import CursorCodec
+from app.store.cursor import CursorCodec, scope_of
 
 pytestmark = pytest.mark.unit
 
@@ -93,12 +98,28 @@ def test_token_identity_is_kept_per_request_for_that_token_only(
 
 
 def test_cursor_round_trip_and_tampering() -> None:
-    codec = CursorCodec(b"k1")
-    cursor = codec.encode({"after": "sbx-9"})
-    assert codec.decode(cursor) == {"after": "sbx-9"}
-    with pytest.raises(InvalidInput):
-        CursorCodec(b"other").decode(cursor)
+    codec, scope = CursorCodec(b"k1"), scope_of("sandboxes", "available")
+    cursor = codec.encode({"after": "sbx-9"}, scope)
+    assert codec.decode(cursor, scope) == {"after": "sbx-9"}
+    for other_codec, other_scope in ((CursorCodec(b"other"), scope), (codec, ""),
+                                     (codec, scope_of("sandboxes", "stale"))):
+        with pytest.raises(InvalidInput):
+            other_codec.decode(cursor, other_scope)
     flipped = cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1]
     for bad in (flipped, "!!!", "", cursor[:10]):
         with pytest.raises(InvalidInput):
-            codec.decode(bad)
+            codec.decode(bad, scope)
+
+
+def test_feed_cursors_outlive_a_new_secret() -> None:
+    """Webhook checkpoints are feed cursors: rotating the admin tokens the secret may be
+    derived from must not strand them, nor those an earlier release signed."""
+    position = {"seq": 41}
+    assert CursorCodec(b"after-rotation").decode(CursorCodec(b"k1").encode(position)) == position
+    body = json.dumps(position, separators=(",", ":")).encode()
+    signed_before = base64.urlsafe_b64encode(
+        hmac.new(b"k1", body, hashlib.sha256).digest()[:16] + body).decode().rstrip("=")
+    assert CursorCodec(b"k1").decode(signed_before) == position
+    flipped = signed_before[:-2] + ("A" if signed_before[-2] != "A" else "B") + signed_before[-1]
+    with pytest.raises(InvalidInput):
+        CursorCodec(b"k1").decode(flipped)
