@@ -86,10 +86,12 @@ class Allocator:
         conflicts = 0
         allocated = self._event(EventType.ALLOCATED, request.actor)
         lease = self._lease_for(request)
-        for round_ in range(self._policy.claim_rounds):
+        rounds, round_ = self._policy.claim_rounds, 0
+        while round_ < rounds:
             # Each lost round looks wider: near exhaustion every caller's window holds
             # the same few sandboxes, and a wider one still finds the last free ones.
             window = min(self._policy.k_candidates << round_, MAX_WINDOW)
+            round_ += 1
             result = await self._store.claim_available(
                 request.name_prefix, window, lease, allocated)
             conflicts += result.conflicts
@@ -104,7 +106,11 @@ class Allocator:
                         "no sandbox is available" + _prefix_note(request.name_prefix),
                         retry_after=self._policy.exhausted_retry_after,
                     )
-                # (DynamoDB) The lease ended between the claim and the read: claim afresh.
+                # The owner's lease ended (it had expired, or ended between the claim and
+                # the read): nothing was lost to other callers, so that round is given
+                # back, once.
+                if rounds == self._policy.claim_rounds:
+                    rounds += 1
         raise Contention(
             "too many concurrent allocations; retry shortly",
             retry_after=self._policy.contention_retry_after,
@@ -148,7 +154,9 @@ class Allocator:
         auto-expiry or a concurrent extension, or is re-evaluated; an ended lease is
         refused (LeaseNotActive), a bound exceeded is ExtensionLimit.
         """
-        for _ in range(3):
+        # A lost write means the lease changed: another extension (it counts towards
+        # MAX_EXTENSIONS, so the bound ends the loop as a 409), or its end (a 409 too).
+        for _ in range(self._policy.max_extensions + 3):
             lease = await self.get(sandbox_id, owner)
             now = self._now()
             if lease.status is not Status.ALLOCATED or lease.expires_at is None or (

@@ -228,12 +228,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_lease_bounds(self) -> Settings:
-        """A default lease within the longest asked for, and that within any lease."""
+        """The default lease within what may be asked for and within any lease."""
         if self.lab_duration_hours > self.max_lab_duration_hours:
             raise ValueError("LAB_DURATION_HOURS must not exceed MAX_LAB_DURATION_HOURS")
-        if self.max_lab_duration_hours > self.max_lease_hours:
-            raise ValueError("MAX_LAB_DURATION_HOURS must not exceed MAX_LEASE_HOURS")
+        if self.lab_duration_hours > self.max_lease_hours:
+            raise ValueError("LAB_DURATION_HOURS must not exceed MAX_LEASE_HOURS")
         return self
+
+    @property
+    def lab_duration_cap_hours(self) -> float:
+        """The most X-Lab-Duration-Hours may ask for: no lease outlasts MAX_LEASE_HOURS."""
+        return min(self.max_lab_duration_hours, self.max_lease_hours)
 
     @model_validator(mode="after")
     def _refuse_weak_production_config(self) -> Settings:

@@ -81,7 +81,7 @@ async def allocate(request: Request) -> Response:
             name_prefix=clean_header("X-Sandbox-Name-Prefix",
                                      headers.get("x-sandbox-name-prefix")),
             duration_sec=_duration_seconds(
-                headers.get("x-lab-duration-hours"), services.settings.max_lab_duration_hours
+                headers.get("x-lab-duration-hours"), services.settings.lab_duration_cap_hours
             ),
             actor=principal,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -147,3 +148,38 @@ async def test_expiry_after_extension_leaves_the_lease(
                       owner="s", expires_at_max=stale_cutoff)
     assert await store.transition(late, int(clock.now)) is None  # the condition saved it
     assert (await store.get(held["sandbox_id"])).status is Status.ALLOCATED
+
+
+async def test_concurrent_extensions_each_land_or_meet_a_bound(ext: httpx.AsyncClient) -> None:
+    """Ten at once against MAX_EXTENSIONS=3: three land, the rest are told the bound
+    (409), none is told to retry (503): a lost write only means another one landed."""
+    held = await lease(ext)
+    answers = await asyncio.gather(*(extend(ext, held["sandbox_id"], 1) for _ in range(10)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] * 3 + [409] * 7, [a.text for a in answers]
+    assert {a.json()["detail"]["code"] for a in answers if a.status_code == 409} == {
+        "EXTENSION_LIMIT"}
+    latest = await ext.get(f"/v1/sandboxes/{held['sandbox_id']}", headers=owner_headers("s"))
+    assert latest.json()["expires_at"] == held["expires_at"] + 3 * 3600
+
+
+async def test_concurrent_extensions_below_every_bound_all_land(
+    on_backend: Callable[..., Settings], clock: FakeClock
+) -> None:
+    settings = on_backend(lab_duration_hours=2, max_lease_hours=24, max_extensions=20)
+    app = create_app(settings, clock=clock)
+    async for client in started(app):
+        await app.state.services.store.add(make_sandboxes(1))
+        held = await lease(client)
+        answers = await asyncio.gather(*(extend(client, held["sandbox_id"], 0.5)
+                                         for _ in range(8)))
+        assert [a.status_code for a in answers] == [200] * 8
+        assert sorted(a.json()["extensions_left"] for a in answers) == list(range(12, 20))
+
+
+async def test_no_lease_is_asked_for_beyond_max_lease_hours(ext: httpx.AsyncClient) -> None:
+    """MAX_LEASE_HOURS=6 caps X-Lab-Duration-Hours too (MAX_LAB_DURATION_HOURS is 24)."""
+    too_long = await ext.post("/v1/allocate", headers=owner_headers(
+        "long", **{"X-Lab-Duration-Hours": "7"}))
+    assert too_long.status_code == 422
+    assert "(0, 6]" in too_long.json()["detail"]["errors"][0]["msg"]
