@@ -22,6 +22,7 @@ __all__ = [
     "clean_header",
     "get_services",
     "read_owner",
+    "utf8_header",
 ]
 
 MAX_HEADER_CHARS = 128
@@ -83,6 +84,17 @@ async def require_admin(request: Request, _: _Documented) -> str:
 
 TrackAuth = Annotated[str, Depends(require_track)]
 AdminAuth = Annotated[str, Depends(require_admin)]
+
+
+def utf8_header(value: str | None) -> str | None:
+    """A header as the client wrote it: Starlette reads header bytes as latin-1, clients
+    send names (a prefix, a lab's name) in UTF-8. Bytes that are not UTF-8 stay latin-1."""
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def clean_header(name: str, value: str | None, *, code: str = "INVALID_HEADER") -> str | None:

@@ -23,6 +23,7 @@ from app.api.deps import (
     clean_header,
     get_services,
     read_owner,
+    utf8_header,
 )
 from app.api.schemas import (
     ExtendedSandboxOut,
@@ -77,9 +78,10 @@ async def allocate(request: Request) -> Response:
     result = await services.allocator.allocate(
         AllocationRequest(
             owner=read_owner(request),
-            track_name=clean_header("X-Instruqt-Track-ID", headers.get("x-instruqt-track-id")),
+            track_name=clean_header("X-Instruqt-Track-ID",
+                                    utf8_header(headers.get("x-instruqt-track-id"))),
             name_prefix=clean_header("X-Sandbox-Name-Prefix",
-                                     headers.get("x-sandbox-name-prefix")),
+                                     utf8_header(headers.get("x-sandbox-name-prefix"))),
             duration_sec=_duration_seconds(
                 headers.get("x-lab-duration-hours"), services.settings.lab_duration_cap_hours
             ),

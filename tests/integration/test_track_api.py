@@ -49,6 +49,19 @@ async def test_allocate_creates_then_replays_same_body(seeded: httpx.AsyncClient
     assert read.status_code == 200 and read.json() == body
 
 
+async def test_names_in_headers_are_read_as_utf8(
+    on_backend: Callable[..., Settings],
+) -> None:
+    app = create_app(on_backend())
+    async for client in started(app):
+        await app.state.services.store.add(make_sandboxes(1, prefix="café-"))
+        r = await client.post("/v1/allocate", headers={
+            **owner_headers("u"), "X-Sandbox-Name-Prefix": "café-".encode(),
+            "X-Instruqt-Track-ID": "straße-101".encode()})
+        assert r.status_code == 201, r.text
+        assert (r.json()["name"], r.json()["track_name"]) == ("café-0001", "straße-101")
+
+
 async def test_legacy_owner_header_is_accepted(seeded: httpx.AsyncClient) -> None:
     response = await seeded.post("/v1/allocate", headers={**TRACK, "X-Track-ID": "legacy-1"})
     assert response.status_code == 201
