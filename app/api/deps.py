@@ -131,12 +131,14 @@ async def owner_header(
 def read_owner(request: Request) -> str:
     """The owner header, validated (400 MISSING_OWNER / INVALID_OWNER)."""
     headers = request.headers
-    preferred = clean_header("X-Instruqt-Sandbox-ID", headers.get("x-instruqt-sandbox-id"),
-                             code="INVALID_OWNER")
-    # The legacy header is read (and checked) only without the preferred one: existing
-    # lab scripts may send it empty beside X-Instruqt-Sandbox-ID.
-    owner = preferred or clean_header("X-Track-ID", headers.get("x-track-id"),
-                                      code="INVALID_OWNER")
+    preferred, legacy = headers.get("x-instruqt-sandbox-id"), headers.get("x-track-id")
+    # Each header is read (and checked) only without a usable other one: existing lab
+    # scripts may send the legacy header empty beside the preferred one, or (templated
+    # from an unset variable) the preferred one empty beside the legacy one.
+    if preferred is not None and (preferred.strip() or legacy is None):
+        owner = clean_header("X-Instruqt-Sandbox-ID", preferred, code="INVALID_OWNER")
+    else:
+        owner = clean_header("X-Track-ID", legacy, code="INVALID_OWNER")
     if owner is None:
         raise ApiError(
             400, "MISSING_OWNER", "send the owner in X-Instruqt-Sandbox-ID (or X-Track-ID)"

@@ -101,8 +101,8 @@ def _header_doc(name: str, description: str) -> dict[str, object]:
 ALLOCATE_HEADERS = [
     _header_doc("X-Instruqt-Sandbox-ID", "The lab participant's id: the lease owner."),
     {**_header_doc("X-Track-ID", "Legacy owner header: used, and then held to 1-128 printable "
-                                 "characters, only when X-Instruqt-Sandbox-ID is absent "
-                                 "(ignored beside it, whatever its value)."),
+                                 "characters, only when X-Instruqt-Sandbox-ID is absent or "
+                                 "empty (ignored beside a non-empty one, whatever its value)."),
      "schema": {"type": "string"}},
     _header_doc("X-Instruqt-Track-ID", "Lab (track) name, stored as track_name."),
     _header_doc("X-Sandbox-Name-Prefix", "Only lease sandboxes whose name starts with this."),

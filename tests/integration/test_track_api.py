@@ -74,6 +74,11 @@ async def test_legacy_owner_header_is_accepted(seeded: httpx.AsyncClient) -> Non
         "/v1/allocate", headers={**TRACK, "X-Instruqt-Sandbox-ID": "legacy-1", "X-Track-ID": ""}
     )
     assert blank.status_code == 200 and blank.json() == preferred.json()
+    # …and an empty preferred header beside the legacy one leaves the legacy one in charge.
+    unset = await seeded.post(
+        "/v1/allocate", headers={**TRACK, "X-Instruqt-Sandbox-ID": "", "X-Track-ID": "legacy-1"}
+    )
+    assert unset.status_code == 200 and unset.json() == preferred.json()
 
 
 async def test_name_prefix_restricts_candidates(seeded: httpx.AsyncClient) -> None:
