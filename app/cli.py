@@ -56,7 +56,11 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ["BROKER_ADMIN_TOKEN"] = admin
         settings = _load_settings()
     url = f"http://{args.host}:{args.port}"
-    print(f"sandbox-broker ({settings.broker_env} mode, {settings.broker_store} store) on {url}")
+    print(f"sandbox-broker ({settings.broker_env} mode, {settings.broker_store} store, "
+          f"{settings.broker_provider} provider) on {url}")
+    if settings.broker_provider == "simulated" and not settings.is_dev:
+        print("  warning: BROKER_PROVIDER=simulated: the sandboxes it leases are not real "
+              "(set BROKER_PROVIDER=csp)")
     print(f"  docs:    {url}{settings.api_base_path}/docs")
     if settings.is_dev:
         print(f"  track token: {settings.track_tokens[0]}")

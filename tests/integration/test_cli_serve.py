@@ -151,6 +151,7 @@ def test_a_stopped_server_writes_its_last_log_lines(env: dict[str, str], tmp_pat
                            headers={"Authorization": f"Bearer {TRACK_TOKEN}",
                                     "X-Instruqt-Sandbox-ID": "o"})
     assert answer.status_code == 404
+    assert "warning: BROKER_PROVIDER=simulated" in server.output()  # production, fake pool
     messages = [json.loads(line).get("msg") for line in server.output().splitlines()
                 if line.startswith("{")]
     request_lines = [line for line in server.output().splitlines()
