@@ -84,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_timeout_sec,
         proxy_headers=False,  # TRUSTED_PROXIES decides whose X-Forwarded-For is believed
         server_header=False,  # no `server: uvicorn`: what runs here is nobody's business
     )

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
 
     # HTTP surface
     api_base_path: str = "/v1"
+    # Idle keep-alive connections are kept this long: longer than a load balancer's own
+    # idle timeout (AWS ALB: 60 s), or it reuses connections the server just closed (502).
+    keep_alive_timeout_sec: int = Field(default=75, ge=1, le=4000)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     # Storage
@@ -173,6 +176,7 @@ class Settings(BaseSettings):
     def _check_hardening(self) -> Settings:
         """Refuse unusable limits, proxies, origins and metrics tokens at start-up."""
         # Imported here so that this block stays self-contained between its markers.
+        import importlib.util
         import ipaddress
 
         from limits import parse_many
@@ -188,6 +192,11 @@ class Settings(BaseSettings):
         if scheme not in SCHEMES or scheme.startswith("async+"):
             # Named by scheme only: the URI may carry a password.
             raise ValueError(f"RATE_LIMIT_STORAGE_URI: unknown storage scheme {scheme[:20]!r}")
+        clients = list(getattr(SCHEMES[scheme], "DEPENDENCIES", None) or [])
+        if clients and not any(importlib.util.find_spec(name) for name in clients):
+            raise ValueError(f"RATE_LIMIT_STORAGE_URI: {scheme}:// needs the {clients[0]} "
+                             f"package (pip install 'sandbox-broker[{clients[0]}]' or "
+                             f"pip install {clients[0]})")
         for proxy in self.trusted_proxy_list:
             try:
                 ipaddress.ip_network(proxy, strict=False)

@@ -88,7 +88,7 @@ variable "task_memory" {
 }
 
 variable "uvicorn_workers" {
-  description = "Worker processes per task (`sandbox-broker serve --workers`). Prefer more tasks over more workers: each worker keeps its own HTTP metrics."
+  description = "Worker processes per task (`sandbox-broker serve --workers`). Prefer more tasks over more workers; with several, /metrics sums the workers' values (prometheus-client multiprocess mode)."
   type        = number
   default     = 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -159,3 +160,17 @@ def test_a_stopped_server_writes_its_last_log_lines(env: dict[str, str], tmp_pat
     assert len(request_lines) == 1
     assert "Application shutdown complete." in messages
     assert messages[-1] == f"Finished server process [{server.process.pid}]"
+
+
+def test_idle_connections_are_kept_for_the_keep_alive_timeout(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """KEEP_ALIVE_TIMEOUT_SEC reaches uvicorn (75 by default, above an ALB's 60 s: here 1,
+    so the close is seen quickly; uvicorn's own default would keep it 5 s)."""
+    with serve({**env, "KEEP_ALIVE_TIMEOUT_SEC": "1"}, tmp_path) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            conn.settimeout(4)
+            assert conn.recv(4096) == b""  # closed by the server after ~1 s idle
