@@ -80,7 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http="app.http_guard:GuardedHttpToolsProtocol",  # httptools, with read bounds
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=10,

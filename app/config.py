@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Idle keep-alive connections are kept this long: longer than a load balancer's own
     # idle timeout (AWS ALB: 60 s), or it reuses connections the server just closed (502).
     keep_alive_timeout_sec: int = Field(default=75, ge=1, le=4000)
+    # A request must arrive whole within this long of its first byte (or of the
+    # connection opening): a silent or trickling client holds no socket (app/http_guard).
+    request_read_timeout_sec: float = Field(default=30, gt=0, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     # Storage

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from app import __doc__ as app_doc
+from app import http_guard
 from app.admin import AdminService
 from app.allocation import AllocationPolicy, Allocator
 from app.api import admin, dashboard, events, health, install_error_handlers, track
@@ -129,6 +130,7 @@ def app_from_environment() -> FastAPI:
     """Factory for `uvicorn --factory` workers: settings come from the environment."""
     settings = Settings()
     configure_logging(settings.log_level)
+    http_guard.configure(settings.max_header_bytes, settings.request_read_timeout_sec)
     app = create_app(settings)
     # Everything built so far (modules, routes, schemas: ~85k objects) lives as long as
     # the process. Frozen, it is left out of every later full collection, which otherwise

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -174,3 +176,49 @@ def test_idle_connections_are_kept_for_the_keep_alive_timeout(
             assert conn.recv(4096).startswith(b"HTTP/1.1 200")
             conn.settimeout(4)
             assert conn.recv(4096) == b""  # closed by the server after ~1 s idle
+
+
+def _connect(server_url: str) -> socket.socket:
+    host, port = server_url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_an_endless_request_head_is_cut_off_with_431(env: dict[str, str], tmp_path: Path) -> None:
+    """httptools would buffer an unfinished header line without limit."""
+    with serve(env, tmp_path) as server, _connect(server.url) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: ")
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):  # 2 MB, far past MAX_HEADER_BYTES (8 KB) + 16 KB
+                conn.sendall(b"j" * 32768)
+        with contextlib.suppress(ConnectionError):
+            while chunk := conn.recv(4096):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431")
+        detail = json.loads(body)["detail"]
+        assert detail["code"] == "REQUEST_HEADERS_TOO_LARGE"
+        assert f"x-request-id: {detail['request_id']}".encode() in head
+        assert httpx.get(f"{server.url}/healthz").status_code == 200  # the server is fine
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickling"])
+def test_a_request_that_does_not_arrive_in_time_is_dropped(
+    env: dict[str, str], tmp_path: Path, trickle: bool
+) -> None:
+    """REQUEST_READ_TIMEOUT_SEC (here 1 s): a client that opens a connection and says
+    nothing, or sends a header line every 0.3 s, holds no socket for longer."""
+    with serve({**env, "REQUEST_READ_TIMEOUT_SEC": "1"}, tmp_path) as server:
+        with _connect(server.url) as conn:
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionError):
+                if trickle:
+                    conn.sendall(b"GET /healthz HTTP/1.1\r\n")
+                    while time.monotonic() - started < 5:
+                        conn.sendall(b"X-Slow: yes\r\n")
+                        time.sleep(0.3)
+            conn.settimeout(5)
+            with contextlib.suppress(ConnectionError):
+                assert conn.recv(4096) == b""  # closed, no answer
+            assert time.monotonic() - started < 5
+        assert httpx.get(f"{server.url}/healthz").status_code == 200

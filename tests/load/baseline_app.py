@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The same server settings as app/cli.py `_serve`.
     uvicorn.run("tests.load.baseline_app:app", host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools", access_log=False,
+                workers=args.workers, loop="uvloop",
+                http="app.http_guard:GuardedHttpToolsProtocol", access_log=False,
                 log_config=None, timeout_graceful_shutdown=10, timeout_keep_alive=75,
                 proxy_headers=False, server_header=False)
     return 0

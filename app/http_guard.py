@@ -1,0 +1,121 @@
+"""uvicorn's httptools protocol with two bounds on reading a request, for a service that
+may face clients directly (the ALB sets its own, `serve` and the image do not):
+
+- size: httptools buffers a request's head however long it grows, so one unfinished
+  header line could fill the memory before any middleware sees the request. More than
+  `head_limit` bytes before the headers end is answered 431 and the connection closed.
+  (RequestLimitsMiddleware still answers ordinary oversize headers, with the request id:
+  this limit sits above MAX_HEADER_BYTES.)
+- time: uvicorn times out only idle keep-alive connections, not one that opened and says
+  nothing, or trickles a request in a byte at a time. A request must arrive whole
+  (head and body) within `read_timeout` of its first byte or of the connection opening;
+  otherwise the connection is closed.
+
+Used as `uvicorn.run(..., http="app.http_guard:GuardedHttpToolsProtocol")`; the limits
+come from the settings through `configure` (app_from_environment, in each worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, ClassVar
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["REQUEST_LINE_ALLOWANCE", "GuardedHttpToolsProtocol", "configure"]
+
+REQUEST_LINE_ALLOWANCE = 16 * 1024  # the request line and slack above MAX_HEADER_BYTES
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol bounding each request's head size and read time (see module).
+
+    The read time is checked by one sweep over the open connections a few times per
+    `read_timeout`, not by a timer per request (a timer armed and cancelled for every
+    request cost more than the whole check)."""
+
+    head_limit = 8192 + REQUEST_LINE_ALLOWANCE
+    read_timeout = 30.0
+    _open: ClassVar[set[GuardedHttpToolsProtocol]] = set()  # this process's connections
+    _swept_loop: ClassVar[asyncio.AbstractEventLoop | None] = None  # where a sweep is due
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0
+        self._reading_head = True
+        self._reading_since: float | None = None  # loop time a request began arriving
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._reading_since = self.loop.time()
+        self._open.add(self)
+        if GuardedHttpToolsProtocol._swept_loop is not self.loop:
+            GuardedHttpToolsProtocol._swept_loop = self.loop
+            self.loop.call_later(self._sweep_interval(), _sweep, self.loop)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open.discard(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.head_limit:
+                self._refuse_head()
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes, self._reading_head = 0, True
+        self._reading_since = self.loop.time()
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading_since = None
+        super().on_message_complete()
+
+    @classmethod
+    def _sweep_interval(cls) -> float:
+        return max(0.25, cls.read_timeout / 4)
+
+    def _refuse_head(self) -> None:
+        """431 in the service's error envelope, then close: the rest is not read."""
+        request_id = uuid.uuid4().hex
+        body = orjson.dumps({"detail": {
+            "code": "REQUEST_HEADERS_TOO_LARGE", "request_id": request_id,
+            "message": "the request line and headers are too large",
+        }})
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"x-request-id: " + request_id.encode() + b"\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self._reading_since = None
+        self.transport.close()
+
+
+def _sweep(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the connections whose request has been arriving for too long; again soon
+    while any connection is open."""
+    guarded = GuardedHttpToolsProtocol
+    cutoff = loop.time() - guarded.read_timeout
+    for connection in list(guarded._open):
+        since = connection._reading_since
+        if since is not None and since < cutoff and not connection.transport.is_closing():
+            connection.transport.close()
+    if guarded._open:
+        loop.call_later(guarded._sweep_interval(), _sweep, loop)
+    else:
+        guarded._swept_loop = None
+
+
+def configure(max_header_bytes: int, read_timeout_sec: float) -> None:
+    """Set the bounds for every connection this process accepts from now on."""
+    GuardedHttpToolsProtocol.head_limit = max_header_bytes + REQUEST_LINE_ALLOWANCE
+    GuardedHttpToolsProtocol.read_timeout = read_timeout_sec
