@@ -114,8 +114,9 @@ def map_account(row: object) -> ProviderSandbox | None:
     if row.get("account_type") != "sandbox" or row.get("state") != "active":
         return None
     name, external_id = _optional_str(row.get("name")), _optional_str(row.get("id"))
-    if not name or not external_id:
-        return None
+    if not name or _account_uuid(external_id) is None:
+        return None  # no account to delete later: never leased
+    assert external_id is not None
     return ProviderSandbox(
         sandbox_id=_optional_str(row.get("csp_id")) or external_id,
         name=name,
@@ -126,11 +127,13 @@ def map_account(row: object) -> ProviderSandbox | None:
 
 
 def _account_uuid(external_id: str | None) -> str | None:
-    """The last path segment of `identity/accounts/<uuid>`."""
+    """The last path segment of `identity/accounts/<uuid>`; None if there is none, or
+    if it is a dot segment (URL resolution would turn DELETE …/accounts/.. into a
+    DELETE of the collection's parent)."""
     if not external_id:
         return None
     segment = external_id.rstrip("/").rsplit("/", 1)[-1]
-    return segment or None
+    return segment if segment not in ("", ".", "..") else None
 
 
 class CspProvider:
@@ -208,7 +211,7 @@ class CspProvider:
         """Never raises: every failure becomes an outcome the cleanup job can act on."""
         uuid = _account_uuid(sandbox.external_id)
         if uuid is None:
-            return DeleteResult(DeleteOutcome.FAILED, reason="sandbox has no external_id")
+            return DeleteResult(DeleteOutcome.FAILED, reason="sandbox has no usable external_id")
         try:
             response, _ = await self._send("delete", "DELETE", DELETE_PATH + quote(uuid, safe=""))
         except _CallError as exc:

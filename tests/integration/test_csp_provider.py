@@ -47,6 +47,8 @@ async def test_list_keeps_active_sandboxes_and_maps_fields(
     fake_csp.add_account("", uuid="u-noname")
     fake_csp.add_row({"name": "no-id", "account_type": "sandbox", "state": "active"})
     fake_csp.add_row({"id": "identity/accounts/u-4", "account_type": "sandbox", "state": "active"})
+    for dots in (".", ".."):  # would turn the later DELETE into one on a parent path
+        fake_csp.add_account(f"dots-{dots}", uuid=dots)
 
     listed = await provider.list_sandboxes()
 
@@ -243,13 +245,15 @@ async def test_delete_maps_status_to_outcome(
     assert fake_csp.count(DELETE_ROUTE) == 1
 
 
-async def test_delete_without_external_id_fails_without_a_request(
-    fake_csp: FakeCsp, provider: CspProvider
+@pytest.mark.parametrize("external_id", [None, "identity/accounts/..", "identity/accounts/."])
+async def test_delete_without_a_usable_external_id_fails_without_a_request(
+    fake_csp: FakeCsp, provider: CspProvider, external_id: str | None
 ) -> None:
-    result = await provider.delete_sandbox(sandbox_for(None))
+    row = None if external_id is None else {"id": external_id}
+    result = await provider.delete_sandbox(sandbox_for(row))
     assert result.outcome is DeleteOutcome.FAILED
     assert result.reason
-    assert fake_csp.count(DELETE_ROUTE) == 0
+    assert sum(fake_csp.requests.values()) == 0
 
 
 def _http_date_in(seconds: int) -> str:
