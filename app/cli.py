@@ -81,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         loop="uvloop",
         http="app.http_guard:GuardedHttpToolsProtocol",  # httptools, with read bounds
+        ws="none",  # no WebSocket routes: an upgrade request is plain HTTP
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=10,

@@ -195,7 +195,9 @@ class Settings(BaseSettings):
         if scheme not in SCHEMES or scheme.startswith("async+"):
             # Named by scheme only: the URI may carry a password.
             raise ValueError(f"RATE_LIMIT_STORAGE_URI: unknown storage scheme {scheme[:20]!r}")
-        clients = list(getattr(SCHEMES[scheme], "DEPENDENCIES", None) or [])
+        # Top-level packages only: find_spec("redis.sentinel") raises without redis.
+        clients = [name.partition(".")[0]
+                   for name in getattr(SCHEMES[scheme], "DEPENDENCIES", None) or []]
         if clients and not any(importlib.util.find_spec(name) for name in clients):
             raise ValueError(f"RATE_LIMIT_STORAGE_URI: {scheme}:// needs the {clients[0]} "
                              f"package (pip install 'sandbox-broker[{clients[0]}]' or "

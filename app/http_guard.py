@@ -32,44 +32,52 @@ REQUEST_LINE_ALLOWANCE = 16 * 1024  # the request line and slack above MAX_HEADE
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol bounding each request's head size and read time (see module).
 
-    The read time is checked by one sweep over the open connections a few times per
-    `read_timeout`, not by a timer per request (a timer armed and cancelled for every
-    request cost more than the whole check)."""
+    Head bytes are counted as they arrive, up to the blank line that ends the head (a
+    body or a pipelined request in the same packet is not head). The read time is
+    checked by one sweep per event loop over its open connections, a few times per
+    `read_timeout`, not by a timer per request (arming and cancelling one per request
+    cost more than the whole check). While uvicorn itself has paused reading (a
+    pipelined request waits for the one before it) the wait is the server's, not the
+    client's: such connections are skipped, and their clock restarts with the reading."""
 
     head_limit = 8192 + REQUEST_LINE_ALLOWANCE
     read_timeout = 30.0
-    _open: ClassVar[set[GuardedHttpToolsProtocol]] = set()  # this process's connections
-    _swept_loop: ClassVar[asyncio.AbstractEventLoop | None] = None  # where a sweep is due
+    _open: ClassVar[dict[asyncio.AbstractEventLoop, set[GuardedHttpToolsProtocol]]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
+        self._head_tail = b""  # the last bytes seen, for a blank line split across packets
         self._reading_head = True
         self._reading_since: float | None = None  # loop time a request began arriving
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._reading_since = self.loop.time()
-        self._open.add(self)
-        if GuardedHttpToolsProtocol._swept_loop is not self.loop:
-            GuardedHttpToolsProtocol._swept_loop = self.loop
+        connections = self._open.get(self.loop)
+        if connections is None:  # the first connection of this loop: sweeps start
+            connections = self._open[self.loop] = set()
             self.loop.call_later(self._sweep_interval(), _sweep, self.loop)
+        connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._open.discard(self)
+        self._open.get(self.loop, set()).discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
-            self._head_bytes += len(data)
+            seen = self._head_tail + data
+            end = seen.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._head_tail))
             if self._head_bytes > self.head_limit:
                 self._refuse_head()
                 return
+            self._head_tail = seen[-3:]
         super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes, self._reading_head = 0, True
+        self._head_bytes, self._head_tail, self._reading_head = 0, b"", True
         self._reading_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
@@ -79,6 +87,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._reading_since = None
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._reading_since is not None:  # a pipelined request: read from now on
+            self._reading_since = self.loop.time()
+        super().on_response_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        """The connection leaves this protocol (serve turns WebSockets off anyway)."""
+        self._open.get(self.loop, set()).discard(self)
+        super().handle_websocket_upgrade()
 
     @classmethod
     def _sweep_interval(cls) -> float:
@@ -101,18 +119,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def _sweep(loop: asyncio.AbstractEventLoop) -> None:
-    """Close the connections whose request has been arriving for too long; again soon
-    while any connection is open."""
+    """Close this loop's connections whose request has been arriving for too long; again
+    soon while the loop has any connection open."""
     guarded = GuardedHttpToolsProtocol
+    connections = guarded._open.get(loop, set())
     cutoff = loop.time() - guarded.read_timeout
-    for connection in list(guarded._open):
+    for connection in list(connections):
         since = connection._reading_since
-        if since is not None and since < cutoff and not connection.transport.is_closing():
+        if (since is not None and since < cutoff and not connection.flow.read_paused
+                and not connection.transport.is_closing()):
             connection.transport.close()
-    if guarded._open:
+    if connections:
         loop.call_later(guarded._sweep_interval(), _sweep, loop)
     else:
-        guarded._swept_loop = None
+        guarded._open.pop(loop, None)
 
 
 def configure(max_header_bytes: int, read_timeout_sec: float) -> None:

@@ -72,7 +72,7 @@ class WebhookJob:
             page = await self._store.list_events(None, self._types, cursor, self._batch)
             for acknowledged, event in enumerate(page.events):
                 if not await self._deliver_with_retries(event):
-                    await self._keep_up_to(checkpoint, cursor, acknowledged)
+                    await self._keep_up_to(checkpoint, cursor, page.events[:acknowledged])
                     return {"delivered": delivered, "pending": 1}
                 delivered += 1
             if page.events and page.next_cursor is not None:
@@ -81,14 +81,19 @@ class WebhookJob:
             if len(page.events) < self._batch:
                 return {"delivered": delivered, "pending": 0}
 
-    async def _keep_up_to(self, checkpoint: str, cursor: str | None, acknowledged: int) -> None:
-        """Checkpoint just past the first `acknowledged` events after `cursor` (the same
-        events, re-read: the feed's order is stable), so the next pass resends only the
-        refused event and what follows it, not the whole page before it."""
-        if acknowledged:
-            head = await self._store.list_events(None, self._types, cursor, acknowledged)
-            if head.next_cursor is not None:
-                await self._store.put_checkpoint(checkpoint, head.next_cursor)
+    async def _keep_up_to(
+        self, checkpoint: str, cursor: str | None, acknowledged: list[Event]
+    ) -> None:
+        """Checkpoint just past the `acknowledged` events after `cursor`, so the next pass
+        resends only the refused event and what follows it, not the page before it. The
+        cursor comes from reading those events again; should the read differ (events
+        purged meanwhile), the checkpoint stays: a resend, never a skip."""
+        if not acknowledged:
+            return
+        head = await self._store.list_events(None, self._types, cursor, len(acknowledged))
+        same = [e.event_id for e in head.events] == [e.event_id for e in acknowledged]
+        if same and head.next_cursor is not None:
+            await self._store.put_checkpoint(checkpoint, head.next_cursor)
 
     async def _deliver_with_retries(self, event: Event) -> bool:
         for attempt in range(self._max_tries):

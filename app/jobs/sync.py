@@ -89,17 +89,20 @@ class SyncJob:
     async def _not_aliases(
         self, fresh: list[ProviderSandbox], managed: list[Sandbox]
     ) -> list[ProviderSandbox]:
-        """`fresh` without the accounts a row already holds under another id: a second
-        row for one account could lease it twice. Reads the leased and releasing rows
-        only when something new is listed (rarely, after the first pass)."""
+        """`fresh` without the accounts a row already holds under another id, and each
+        account once: a second row for one account could lease it twice. Reads the rows
+        of the other statuses (leased and releasing ones are listed, so on most passes)."""
         if not fresh:
             return fresh
-        held = {s.external_id for s in managed}
+        held = {s.external_id: s.sandbox_id for s in managed}
         for status in Status:
             if status not in (Status.AVAILABLE, Status.STALE):
-                held |= {s.external_id async for page in rows_in(self._store, status)
-                         for s in page}
-        kept = [p for p in fresh if p.external_id not in held]
+                held |= {s.external_id: s.sandbox_id
+                         async for page in rows_in(self._store, status) for s in page}
+        kept: list[ProviderSandbox] = []
+        for listed in fresh:
+            if held.setdefault(listed.external_id, listed.sandbox_id) == listed.sandbox_id:
+                kept.append(listed)
         if len(kept) < len(fresh):
             log.warning("sync skipped accounts listed under a new id", extra={"fields": {
                 "skipped": len(fresh) - len(kept)}})

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.domain import Lease, Sandbox, Status, StoreUnavailable, check_transition
+from app.domain import InvalidInput, Lease, Sandbox, Status, StoreUnavailable, check_transition
 from app.events import Event, EventDraft, EventPage, EventType, stamp
 from app.store.base import ClaimResult, Page, SandboxFilter, Transition
 from app.store.cursor import CursorCodec, timeline_scope
@@ -354,9 +354,9 @@ class SqliteStore:
         limit: int,
     ) -> EventPage:
         scope = timeline_scope(sandbox_id)
-        after = self._cursors.decode(cursor, scope).get("seq", 0) if cursor else 0
-        if not isinstance(after, int):
-            after = 0
+        after = self._cursors.decode(cursor, scope).get("seq") if cursor else 0
+        if not isinstance(after, int):  # e.g. a listing cursor of an earlier release
+            raise InvalidInput("cursor is not valid")
         events, last = await self._run(
             lambda conn: select_events(conn, sandbox_id, types, after, limit)
         )

@@ -14,6 +14,7 @@ import pytest
 from app.domain import InvalidInput, Status
 from app.events import Event, EventDraft, EventType
 from app.store.base import ClaimOutcome, SandboxStore, Transition
+from tests.backends.dynamo import TEST_CURSORS
 from tests.contract.test_store_contract import HOUR, NOW, lease, make
 
 pytestmark = pytest.mark.integration
@@ -143,6 +144,10 @@ async def test_an_event_cursor_resumes_only_where_it_was_issued(store: SandboxSt
             await store.list_events(sandbox_id, None, foreign, 1)
     # A feed cursor is a position in the whole log, whatever the type filter.
     assert await store.list_events(None, frozenset({E.REPLAYED}), of_feed, 1)
+    # A cursor that passes the feed's tag check but holds a listing position (as an
+    # earlier release's listing cursors do): refused, not read as "from the start".
+    with pytest.raises(InvalidInput):
+        await store.list_events(None, None, TEST_CURSORS.encode({"after": "sbx-1"}), 1)
 
 
 async def test_purge_drops_only_older_events(store: SandboxStore) -> None:

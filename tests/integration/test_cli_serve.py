@@ -202,6 +202,30 @@ def test_an_endless_request_head_is_cut_off_with_431(env: dict[str, str], tmp_pa
         assert httpx.get(f"{server.url}/healthz").status_code == 200  # the server is fine
 
 
+def test_bodies_and_pipelined_requests_are_not_counted_as_head(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Only the head counts towards the guard's limit: a 30 KB body sent with its head
+    in one write is the app's business (404 here; 413 past MAX_BODY_BYTES), and so are
+    many small pipelined requests."""
+    body = json.dumps({"hours": 1, "pad": "p" * 30_000}).encode()
+    head = (f"POST /v1/sandboxes/none/extend HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {TRACK_TOKEN}\r\nX-Instruqt-Sandbox-ID: o\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    pipelined = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 800  # ~30 KB
+    with serve(env, tmp_path) as server:
+        for payload, answers in ((head.encode() + body, 1), (pipelined, 800)):
+            with _connect(server.url) as conn:
+                conn.sendall(payload)
+                received = b""
+                while received.count(b"HTTP/1.1 ") < answers:
+                    chunk = conn.recv(65536)
+                    assert chunk, received[-300:]
+                    received += chunk
+                assert b" 431 " not in received
+                assert received.startswith(b"HTTP/1.1 404" if answers == 1 else b"HTTP/1.1 200")
+
+
 @pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickling"])
 def test_a_request_that_does_not_arrive_in_time_is_dropped(
     env: dict[str, str], tmp_path: Path, trickle: bool

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The same server settings as app/cli.py `_serve`.
     uvicorn.run("tests.load.baseline_app:app", host=args.host, port=args.port,
                 workers=args.workers, loop="uvloop",
-                http="app.http_guard:GuardedHttpToolsProtocol", access_log=False,
+                http="app.http_guard:GuardedHttpToolsProtocol", ws="none", access_log=False,
                 log_config=None, timeout_graceful_shutdown=10, timeout_keep_alive=75,
                 proxy_headers=False, server_header=False)
     return 0
