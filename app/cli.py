@@ -111,8 +111,9 @@ def _with_store(
             finally:
                 await store.close()
         except DomainError as exc:
-            raise SystemExit(f"sandbox-broker: {exc} (a new store needs "
-                             "`sandbox-broker init-store` first)") from None
+            hint = "" if action is _init_store else (
+                " (a new store needs `sandbox-broker init-store` first)")
+            raise SystemExit(f"sandbox-broker: {exc}{hint}") from None
 
     return asyncio.run(run())
 
