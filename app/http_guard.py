@@ -21,8 +21,9 @@ import asyncio
 import uuid
 from typing import Any, ClassVar
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.api.errors import error_response, request_id_var
 
 __all__ = ["REQUEST_LINE_ALLOWANCE", "GuardedHttpToolsProtocol", "configure"]
 
@@ -105,15 +106,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         """431 in the service's error envelope, then close: the rest is not read."""
         request_id = uuid.uuid4().hex
-        body = orjson.dumps({"detail": {
-            "code": "REQUEST_HEADERS_TOO_LARGE", "request_id": request_id,
-            "message": "the request line and headers are too large",
-        }})
-        self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/json\r\nconnection: close\r\n"
-            b"x-request-id: " + request_id.encode() + b"\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        token = request_id_var.set(request_id)
+        try:
+            response = error_response(431, "REQUEST_HEADERS_TOO_LARGE",
+                                      "the request line and headers are too large")
+        finally:
+            request_id_var.reset(token)
+        headers = [*response.raw_headers, (b"x-request-id", request_id.encode()),
+                   (b"connection", b"close")]
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n" + b"".join(
+            name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + response.body)
         self._reading_since = None
         self.transport.close()
 

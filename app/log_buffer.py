@@ -9,9 +9,8 @@ never held back, and the lines before them come out first, in order). A crash ca
 lose at most `interval` seconds of INFO lines; a normal exit flushes everything
 (`logging.shutdown` flushes and closes every handler), and so does a server's shutdown
 (`write_through`: uvicorn ends a SIGTERMed process by re-raising the signal, which runs
-no exit hooks); a forked child starts its own
-flusher. Lines are never split, and no write is larger than a pipe writes atomically
-unless one line alone is.
+no exit hooks); a forked child starts its own flusher. Lines are never split, and no
+write is larger than a pipe writes atomically unless one line alone is.
 """
 
 from __future__ import annotations

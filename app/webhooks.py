@@ -6,8 +6,8 @@ advances the checkpoint only past what got a 2xx. A failure is retried with expo
 backoff within the pass, then the pass ends and the next one resumes from the
 checkpoint — so a restart resends exactly what was not acknowledged, and an event the
 subscriber keeps refusing holds back what follows it (order is kept) without what
-preceded it being sent again. Delivery runs in
-the job runner, never on the request path: a slow or dead subscriber slows only itself.
+preceded it being sent again. Delivery runs in the job runner, never on the request
+path: a slow or dead subscriber slows only itself.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ a leased or releasing sandbox, and without mass-staling on a bad answer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from app.domain import Clock, Sandbox, Status, SyncRefused
 from app.events import EventDraft, EventType
@@ -44,8 +45,12 @@ class SyncJob:
 
     async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
         listed = {p.sandbox_id: p for p in await self._provider.list_sandboxes()}
-        available = [s async for page in rows_in(self._store, Status.AVAILABLE) for s in page]
-        stale = [s async for page in rows_in(self._store, Status.STALE) for s in page]
+        # Every row, leased ones included: the provider lists those too, and they must
+        # be recognised as known (by id, or by account: see _new_accounts).
+        rows = [s for status in Status async for page in rows_in(self._store, status)
+                for s in page]
+        available = [s for s in rows if s.status is Status.AVAILABLE]
+        stale = [s for s in rows if s.status is Status.STALE]
         # A row is listed under its own id or, should the portal report the account
         # under another id (a field missing from one answer), under its account.
         accounts = {p.external_id for p in listed.values()}
@@ -65,10 +70,8 @@ class SyncJob:
             raise SyncRefused(
                 f"the provider's answer would stale {len(missing)} of {managed} sandboxes"
             )
-        known = {s.sandbox_id for s in available + stale}  # no need to try these again
-        fresh = [p for p in listed.values() if p.sandbox_id not in known]
         added = await self._store.add(
-            [_new_row(p, now) for p in await self._not_aliases(fresh, available + stale)],
+            [_new_row(p, now) for p in _new_accounts(listed.values(), rows)],
             EventDraft(EventType.SYNCED, ACTOR, self._clock(), "new at the provider"),
         )
         staled = 0
@@ -86,24 +89,17 @@ class SyncJob:
                 revived += await self._store.transition(change, now) is not None
         return {"listed": len(listed), "synced": added, "staled": staled, "revived": revived}
 
-    async def _not_aliases(
-        self, fresh: list[ProviderSandbox], managed: list[Sandbox]
-    ) -> list[ProviderSandbox]:
-        """`fresh` without the accounts a row already holds under another id, and each
-        account once: a second row for one account could lease it twice. Reads the rows
-        of the other statuses (leased and releasing ones are listed, so on most passes)."""
-        if not fresh:
-            return fresh
-        held = {s.external_id: s.sandbox_id for s in managed}
-        for status in Status:
-            if status not in (Status.AVAILABLE, Status.STALE):
-                held |= {s.external_id: s.sandbox_id
-                         async for page in rows_in(self._store, status) for s in page}
-        kept: list[ProviderSandbox] = []
-        for listed in fresh:
-            if held.setdefault(listed.external_id, listed.sandbox_id) == listed.sandbox_id:
-                kept.append(listed)
-        if len(kept) < len(fresh):
-            log.warning("sync skipped accounts listed under a new id", extra={"fields": {
-                "skipped": len(fresh) - len(kept)}})
-        return kept
+
+def _new_accounts(listed: Iterable[ProviderSandbox], rows: list[Sandbox]) -> list[ProviderSandbox]:
+    """The listed sandboxes no row knows, each account once, and none whose account a
+    row already holds under another id (the portal left a field out of one answer): a
+    second row for one account could lease it twice."""
+    known = {s.sandbox_id for s in rows}
+    held = {s.external_id: s.sandbox_id for s in rows}
+    fresh = [p for p in listed if p.sandbox_id not in known]
+    kept = [p for p in fresh
+            if held.setdefault(p.external_id, p.sandbox_id) == p.sandbox_id]
+    if len(kept) < len(fresh):
+        log.warning("sync skipped accounts listed under a new id", extra={"fields": {
+            "skipped": len(fresh) - len(kept)}})
+    return kept

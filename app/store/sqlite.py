@@ -284,7 +284,7 @@ class SqliteStore:
         if cursor is not None:
             after = self._cursors.decode(cursor, where.cursor_scope()).get("after")
             if not isinstance(after, str):
-                after = ""
+                raise InvalidInput("cursor is not valid")
             conditions.append("sandbox_id > ?")
             args.append(after)
         sql = SELECT + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
