@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import inspect
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from app.api.auth import TokenBook
 from app.api.middleware import install_middleware
 from app.config import Settings
 from app.domain import Clock
+from app.gc_tuning import settle_heap
 from app.history import PoolHistory
 from app.jobs import build_runner
 from app.observability import Metrics, configure_logging, write_logs_through
@@ -132,9 +132,5 @@ def app_from_environment() -> FastAPI:
     configure_logging(settings.log_level)
     http_guard.configure(settings.max_header_bytes, settings.request_read_timeout_sec)
     app = create_app(settings)
-    # Everything built so far (modules, routes, schemas: ~85k objects) lives as long as
-    # the process. Frozen, it is left out of every later full collection, which otherwise
-    # scanned it all several times a second under load: 25-40 ms pauses, the p99.
-    gc.collect()
-    gc.freeze()
+    settle_heap()  # everything built so far lives as long as the process
     return app

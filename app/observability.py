@@ -98,6 +98,7 @@ class Metrics:
     """Every metric the service exports, registered on one registry.
 
     Recorders for the other parts of the service:
+    - `allocation(outcome)`: the request middleware's count of allocations;
     - `job_run(job, outcome, seconds, counts)`: the job runner's observer, one call per pass;
     - `provider_call(operation, outcome)`: the CSP provider's on_call hook;
     - `watch_breaker(state_of)`: a callable returning "closed" | "open" | "half_open";
@@ -160,10 +161,19 @@ class Metrics:
             "broker_provider_breaker_state", "1 for the provider circuit breaker's current state",
             ["state"], registry=registry, multiprocess_mode="mostrecent",
         )
-        for outcome in ALLOCATION_OUTCOMES:
-            self.allocations.labels(outcome)
+        # One child per outcome, made now (every outcome is exported from the start) and
+        # reused per request: `labels()` looks it up under a lock each time.
+        self._allocations_by_outcome = {
+            outcome: self.allocations.labels(outcome) for outcome in ALLOCATION_OUTCOMES}
         self._breaker_state_of: Callable[[], str] | None = None
         self.pool: PoolCollector | None = None
+
+    def allocation(self, outcome: str) -> None:
+        """Count one allocation by its outcome (one of ALLOCATION_OUTCOMES)."""
+        child = self._allocations_by_outcome.get(outcome)
+        if child is None:
+            child = self._allocations_by_outcome[outcome] = self.allocations.labels(outcome)
+        child.inc()
 
     def job_run(self, job: str, outcome: str, seconds: float, counts: Mapping[str, int]) -> None:
         """Record one job pass: its outcome, duration and the per-result sandbox counts."""

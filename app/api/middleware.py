@@ -170,7 +170,7 @@ class RequestContextMiddleware:
         allocation = _allocation_outcome(state, status)
         if allocation is None:
             return
-        self.metrics.allocations.labels(allocation).inc()
+        self.metrics.allocation(allocation)
         self.metrics.allocation_latency.observe(elapsed)
         conflicts = state.get("conflicts")
         if isinstance(conflicts, int):

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.config import Settings
 from app.domain import Status
 from app.main import create_app
-from app.observability import Metrics, PoolCollector
+from app.observability import ALLOCATION_OUTCOMES, Metrics, PoolCollector
 from tests.conftest import ADMIN_TOKEN, TRACK, TRACK_TOKEN, make_sandboxes, owner_headers, started
 from tests.support.processes import broker_env, run_cli, serve
 
@@ -119,6 +119,21 @@ async def test_job_and_provider_recorders() -> None:
     breaker = {s: value(found, "broker_provider_breaker_state", state=s)
                for s in ("closed", "open", "half_open")}
     assert breaker == {"closed": 0, "open": 1, "half_open": 0}
+
+
+async def test_allocation_outcomes_start_at_zero_and_count_any_outcome() -> None:
+    metrics = Metrics(CollectorRegistry())
+    found = samples((await metrics.exposition()).decode())
+    assert {outcome: value(found, "broker_allocations_total", outcome=outcome)
+            for outcome in ALLOCATION_OUTCOMES} == dict.fromkeys(ALLOCATION_OUTCOMES, 0.0)
+
+    metrics.allocation("new")
+    metrics.allocation("new")
+    metrics.allocation("unforeseen")  # a new outcome gets its own series, no error
+
+    found = samples((await metrics.exposition()).decode())
+    assert value(found, "broker_allocations_total", outcome="new") == 2
+    assert value(found, "broker_allocations_total", outcome="unforeseen") == 1
 
 
 async def test_pool_counts_are_cached_and_survive_store_errors() -> None:

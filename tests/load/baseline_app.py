@@ -1,8 +1,9 @@
 """The ceiling for the benchmark: a minimal FastAPI POST endpoint returning small JSON.
 
 Served exactly like `sandbox-broker serve` (uvicorn, uvloop, httptools, no access log,
-no log config), so `allocation throughput / baseline throughput` says how close the
-broker's hot path gets to what the framework itself can do on the same machine.
+no log config, the same garbage-collector settings), so `allocation throughput /
+baseline throughput` says how close the broker's hot path gets to what the framework
+itself can do on the same machine.
 
     python -m tests.load.baseline_app --port 8099 --workers 1
 """
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 from starlette.responses import Response
+
+from app.gc_tuning import settle_heap
 
 __all__ = ["BODY", "app", "main"]
 
@@ -33,6 +36,10 @@ async def allocate() -> Response:
 @app.get("/healthz")
 async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+if __name__ != "__main__":  # a server's import: the same heap settings as the app's
+    settle_heap()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
