@@ -4,7 +4,9 @@ pending_deletion → deleting (a claim with a deadline) → provider delete → 
 A retryable failure goes back to pending_deletion with exponential backoff (honouring
 Retry-After) and an attempt count; attempts exhausted → deletion_failed. A crash at
 any step leaves a row a later pass picks up: a deleting row whose claim deadline has
-passed is returned to pending_deletion, and deleting twice is harmless (404 = gone).
+passed is returned to pending_deletion, counted as an attempt (so a deletion that
+crashes every pass still ends in deletion_failed), and deleting twice is harmless
+(404 = gone).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class CleanupJob:
         self._rng = rng or random.Random()
 
     async def run_once(self, now: int, *, force: bool = False) -> JobSummary:
-        counts: Counter[str] = Counter(reclaimed=await self._reclaim_abandoned(now))
+        counts = await self._reclaim_abandoned(now)
         due = await self._due(now)
         gate = asyncio.Semaphore(self._policy.concurrency)
         pacer = _Pacer(self._policy.rate_per_sec)
@@ -109,18 +111,29 @@ class CleanupJob:
     def _event(self, kind: EventType, reason: str) -> EventDraft:
         return EventDraft(kind, "job:cleanup", self._clock(), reason)
 
-    async def _reclaim_abandoned(self, now: int) -> int:
-        """Deleting rows whose claim deadline passed belonged to a pass that died."""
-        reclaimed = 0
+    async def _reclaim_abandoned(self, now: int) -> Counter[str]:
+        """Deleting rows whose claim deadline passed belonged to a pass that died.
+
+        Each counts as an attempt: a deletion that kills the process every time (or
+        outlives every claim) must reach deletion_failed like one the provider refuses,
+        not loop for ever. It is retried in this pass (the deadline was its backoff).
+        """
+        counts: Counter[str] = Counter()
+        reason = "an earlier pass died mid-deletion"
         async for page in rows_in(self._store, Status.DELETING):
             for row in page:
-                if row.next_attempt_at is not None and row.next_attempt_at <= now:
-                    change = Transition(row.sandbox_id, Status.DELETING, Status.PENDING_DELETION,
-                                        changes={"next_attempt_at": None},
-                                        event=self._event(EventType.DELETION_RETRY,
-                                                     "an earlier pass died mid-deletion"))
-                    reclaimed += await self._store.transition(change, now) is not None
-        return reclaimed
+                if row.next_attempt_at is None or row.next_attempt_at > now:
+                    continue
+                attempts = row.deletion_attempts + 1
+                if attempts >= self._policy.max_attempts:
+                    counts["failed"] += await self._give_up(row, attempts, reason, now)
+                    continue
+                change = Transition(row.sandbox_id, Status.DELETING, Status.PENDING_DELETION,
+                                    changes={"deletion_attempts": attempts, "last_error": reason,
+                                             "next_attempt_at": None},
+                                    event=self._event(EventType.DELETION_RETRY, reason))
+                counts["reclaimed"] += await self._store.transition(change, now) is not None
+        return counts
 
     async def _due(self, now: int) -> list[Sandbox]:
         due: list[Sandbox] = []
@@ -157,13 +170,7 @@ class CleanupJob:
         reason = result.reason or result.outcome.value
         permanent = result.outcome is DeleteOutcome.FAILED
         if permanent or attempts >= self._policy.max_attempts:
-            change = Transition(sandbox.sandbox_id, Status.DELETING, Status.DELETION_FAILED,
-                                changes={"deletion_attempts": attempts, "last_error": reason,
-                                         "next_attempt_at": None},
-                                event=self._event(EventType.DELETION_FAILED, reason))
-            await self._store.transition(change, now)
-            log.warning("deletion failed", extra={"fields": {
-                "sandbox_id": sandbox.sandbox_id, "attempts": attempts, "reason": reason}})
+            await self._give_up(sandbox, attempts, reason, now)
             return "failed"
         delay = backoff_seconds(attempts, self._policy, result.retry_after, self._rng)
         change = Transition(sandbox.sandbox_id, Status.DELETING, Status.PENDING_DELETION,
@@ -173,3 +180,16 @@ class CleanupJob:
                                          f"attempt {attempts} failed: {reason}"))
         await self._store.transition(change, now)
         return "retried"
+
+    async def _give_up(self, sandbox: Sandbox, attempts: int, reason: str, now: int) -> bool:
+        """deleting → deletion_failed (an admin's retry starts it over); False if the row
+        had moved on meanwhile."""
+        change = Transition(sandbox.sandbox_id, Status.DELETING, Status.DELETION_FAILED,
+                            changes={"deletion_attempts": attempts, "last_error": reason,
+                                     "next_attempt_at": None},
+                            event=self._event(EventType.DELETION_FAILED, reason))
+        moved = await self._store.transition(change, now) is not None
+        if moved:
+            log.warning("deletion failed", extra={"fields": {
+                "sandbox_id": sandbox.sandbox_id, "attempts": attempts, "reason": reason}})
+        return moved

@@ -4,6 +4,7 @@ through the admin API with a fake clock (DESIGN.md §2 invariants 3, 5, 6)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,10 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.domain import Status
+from app.jobs import cleanup_policy
+from app.jobs.cleanup import CleanupJob
 from app.main import create_app
+from app.services import Services
 from app.store import SandboxStore, Transition
 from tests.conftest import ADMIN, FakeClock, owner_headers, started
 from tests.fakes.csp_server import DELETE_ROUTE, FakeCsp
@@ -252,6 +256,38 @@ async def test_crash_mid_deletion_is_picked_up_later(
     clock.advance(301)
     summary = await admin_post(client, "cleanup")
     assert summary["reclaimed"] == 1 and summary["deleted"] == 1
+    timeline = (await client.get(f"/v1/admin/sandboxes/{row.sandbox_id}/events",
+                                 headers=ADMIN)).json()["events"]
+    assert [e["reason"] for e in timeline if e["type"] == "deletion_retry"] == [
+        "an earlier pass died mid-deletion"]
+
+
+async def test_a_deletion_that_kills_every_pass_ends_in_deletion_failed(
+    app: FastAPI, client: httpx.AsyncClient, store: SandboxStore, fake_csp: FakeCsp,
+    clock: FakeClock, csp_settings: Settings,
+) -> None:
+    await _release_all(client, fake_csp, 1)
+    services: Services = app.state.services
+    job = CleanupJob(store, services.provider, cleanup_policy(csp_settings), clock)
+    fake_csp.delay_sec = 30  # every delete call hangs…
+    budget = csp_settings.deletion_retry_max_attempts
+    for _ in range(budget):
+        now = int(clock.now)
+        dying = asyncio.create_task(job.run_once(now))
+        for _ in range(500):  # until this pass has claimed the row
+            claims = (await store.list(_in(Status.DELETING), 10, None)).items
+            if any(row.next_attempt_at and row.next_attempt_at > now for row in claims):
+                break
+            await asyncio.sleep(0.01)
+        dying.cancel()  # …and the pass dies in the middle of it, recording nothing
+        with contextlib.suppress(asyncio.CancelledError):
+            await dying
+        clock.advance(301)  # past the claim's deadline
+    summary = await job.run_once(int(clock.now))  # the last attempt is reclaimed only
+    assert summary["failed"] == 1 and summary["reclaimed"] == 0
+    failed = (await store.list(_in(Status.DELETION_FAILED), 10, None)).items
+    assert [(row.deletion_attempts, row.last_error) for row in failed] == [
+        (budget, "an earlier pass died mid-deletion")]
 
 
 async def test_a_deletion_whose_row_moved_meanwhile_is_counted_once(
