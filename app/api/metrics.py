@@ -19,13 +19,18 @@ __all__ = ["build_router"]
 
 class MetricsAuth:
     """Checks `Authorization: Bearer <metrics token>` when METRICS_TOKEN is set
-    (comma-separated for rotation); with none set, scrapes are open."""
+    (comma-separated for rotation); with none set, scrapes are open. Answers only
+    requests for the path as written, never a percent-encoded spelling of it."""
 
     def __init__(self, settings: Settings) -> None:
         raw = settings.metrics_token.get_secret_value()
         self._digests = [token_digest(t.strip()) for t in raw.split(",") if t.strip()]
 
     def __call__(self, request: Request) -> None:
+        if b"%" in request.scope.get("raw_path", b""):
+            # Only the literal path: an encoded alias (/%6detrics) would slip past a proxy
+            # rule that hides /metrics from the internet (the ALB's, in infra/terraform).
+            raise ApiError(404, "NOT_FOUND", "Not Found")  # as for any unknown path
         if not self._digests:
             return
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")

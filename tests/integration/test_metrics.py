@@ -91,6 +91,21 @@ async def test_metrics_token(make_settings: Callable[..., Settings], headers: di
     assert METRICS_TOKEN not in response.text
 
 
+async def test_only_the_literal_path_serves_metrics(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async for client in started(create_app(make_settings())):  # no METRICS_TOKEN: open
+        literal = await client.get("/metrics")
+        aliases = [await client.get(path) for path in ("/%6detrics", "/metric%73")]
+    assert literal.status_code == 200
+    unknown = {"status": 404, "code": "NOT_FOUND", "message": "Not Found"}
+    for alias in aliases:  # what a proxy rule hiding /metrics would not recognise
+        detail = alias.json()["detail"]
+        assert {"status": alias.status_code, "code": detail["code"],
+                "message": detail["message"]} == unknown
+        assert "broker_" not in alias.text
+
+
 def test_weak_or_shared_metrics_token_refused(make_settings: Callable[..., Settings]) -> None:
     for token in ("short", TRACK_TOKEN):
         with pytest.raises(ValueError, match="METRICS_TOKEN"):
