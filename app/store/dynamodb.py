@@ -194,8 +194,10 @@ class DynamoStore(DynamoWriter):
         item = response.get("Item")
         if not item:
             return None
-        sandbox = await self.get(item["sandbox_id"]["S"])
+        sandbox_id = item["sandbox_id"]["S"]
+        sandbox = await self.get(sandbox_id)
         if sandbox is None or sandbox.status is not Status.ALLOCATED or sandbox.owner != owner:
+            await self._drop_stale_owner_item(owner, sandbox_id)
             return None
         return sandbox
 

@@ -8,6 +8,7 @@ version counter, retrying briefly if the row moved in between.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -33,6 +34,8 @@ from app.store.dynamodb_rows import (
 from app.store.dynamodb_schema import TTL_ATTRIBUTE
 
 __all__ = ["DynamoWriter"]
+
+log = logging.getLogger("broker.store.dynamodb")
 
 _OCC_ATTEMPTS = 4
 _CONFLICT_REASONS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
@@ -195,6 +198,34 @@ class DynamoWriter(DynamoClient):
             "ConditionExpression": expr.absent("PK"),
             **expr.params(),
         }}
+
+    async def _drop_stale_owner_item(self, owner: str, sandbox_id: str) -> bool:
+        """Delete `owner`'s item pointing at `sandbox_id` if, at commit, that sandbox is
+        gone or not allocated to `owner` (a restore or a manual edit left it behind).
+        Left standing, it refuses every claim of that owner (OWNER_HAS_LEASE with no
+        lease to replay) for ever. True if it was deleted."""
+        owner_item, sandbox = Expr(), Expr()
+        not_leased_to_owner = (
+            f"{sandbox.absent('PK')} OR "
+            f"{sandbox.compare('status', '<>', s_value(Status.ALLOCATED))} OR "
+            f"{sandbox.compare('owner', '<>', s_value(owner))}")
+        items = [
+            {"Delete": {"TableName": self.table_name, "Key": owner_key(owner),
+                        "ConditionExpression": owner_item.compare(
+                            "sandbox_id", "=", s_value(sandbox_id)), **owner_item.params()}},
+            {"ConditionCheck": {"TableName": self.table_name, "Key": sandbox_key(sandbox_id),
+                                "ConditionExpression": not_leased_to_owner,
+                                **sandbox.params()}},
+        ]
+        try:
+            await self.call("transact_write_items", TransactItems=items)
+        except ClientError as exc:
+            if is_condition_failure(exc) or cancellation_codes(exc) is not None:
+                return False  # it moved meanwhile: a claim or release is in charge
+            raise
+        log.warning("dropped a stale lease record", extra={"fields": {
+            "owner": owner, "sandbox_id": sandbox_id}})
+        return True
 
     def _owner_moves(
         self, sandbox_id: str, old: str | None, new: str | None

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from app.allocation import AllocationPolicy, AllocationRequest, Allocator
 from app.domain import InvalidInput, Status, StoreUnavailable
 from app.events import EventDraft, EventType
 from app.store.base import ClaimOutcome, SandboxFilter, Transition
@@ -165,6 +166,28 @@ async def test_verify_sees_broken_owner_items_and_indexes(emulator: Emulator) ->
         released = await store.transition(
             Transition(a.sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION), NOW)
         assert released is not None and released.status is Status.PENDING_DELETION
+
+
+async def test_a_stale_lease_record_does_not_lock_its_owner_out(emulator: Emulator) -> None:
+    async with open_dynamo_store(dynamo_settings(emulator.endpoint)) as store:
+        a, b, c = make(3)
+        await store.add([a, b, c])
+        await claimed(store, a, "owner-1")
+        # A restore (or a hand edit) left a lease record pointing at a free sandbox.
+        await store.call("put_item", Item={**owner_key("ghost"), "owner": {"S": "ghost"},
+                                           "sandbox_id": {"S": b.sandbox_id}})
+        allocator = Allocator(store, AllocationPolicy(3600, k_candidates=3, claim_rounds=1),
+                              lambda: float(NOW))
+
+        result = await allocator.allocate(AllocationRequest("ghost"))
+
+        assert result.created and result.sandbox.owner == "ghost"
+        assert await store.integrity_violations() == []
+        # A record that is right is never dropped: owner-1 gets its lease back.
+        again = await allocator.allocate(AllocationRequest("owner-1"))
+        assert not again.created and again.sandbox.sandbox_id == a.sandbox_id
+        assert not await store._drop_stale_owner_item("owner-1", a.sandbox_id)
+        assert (await store.get_lease("owner-1")) == again.sandbox
 
 
 async def test_the_feed_waits_for_events_to_settle(emulator: Emulator) -> None:
