@@ -84,7 +84,6 @@ class Allocator:
         lost its candidates to other callers.
         """
         conflicts = 0
-        allocated = self._event(EventType.ALLOCATED, request.actor)
         lease = self._lease_for(request)
         rounds, round_ = self._policy.claim_rounds, 0
         while round_ < rounds:
@@ -92,6 +91,9 @@ class Allocator:
             # the same few sandboxes, and a wider one still finds the last free ones.
             window = min(self._policy.k_candidates << round_, MAX_WINDOW)
             round_ += 1
+            # A draft per round: its time becomes the event id's, which must be at most
+            # one round old when written (the DynamoDB feed waits 30 s for late writes).
+            allocated = self._event(EventType.ALLOCATED, request.actor)
             result = await self._store.claim_available(
                 request.name_prefix, window, lease, allocated)
             conflicts += result.conflicts

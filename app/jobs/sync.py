@@ -12,10 +12,11 @@ from app.jobs.base import JobSummary, rows_in
 from app.providers.base import Provider, ProviderSandbox
 from app.store.base import SandboxStore, Transition
 
-__all__ = ["SyncJob"]
+__all__ = ["ADD_CHUNK", "SyncJob"]
 
 log = logging.getLogger("broker.jobs.sync")
 ACTOR = "job:sync"
+ADD_CHUNK = 100  # new sandboxes per store call (and per event draft)
 
 
 def _new_row(listed: ProviderSandbox, now: int) -> Sandbox:
@@ -70,10 +71,16 @@ class SyncJob:
             raise SyncRefused(
                 f"the provider's answer would stale {len(missing)} of {managed} sandboxes"
             )
-        added = await self._store.add(
-            [_new_row(p, now) for p in _new_accounts(listed.values(), rows)],
-            EventDraft(EventType.SYNCED, ACTOR, self._clock(), "new at the provider"),
-        )
+        new_rows = [_new_row(p, now) for p in _new_accounts(listed.values(), rows)]
+        added = 0
+        for start in range(0, len(new_rows), ADD_CHUNK):
+            # A draft per chunk: event ids carry the draft's time, and the DynamoDB feed
+            # waits only 30 s for late writes, so the last events of a big first sync
+            # must not carry the time the first ones were written.
+            added += await self._store.add(
+                new_rows[start:start + ADD_CHUNK],
+                EventDraft(EventType.SYNCED, ACTOR, self._clock(), "new at the provider"),
+            )
         staled = 0
         for sandbox in missing:
             change = Transition(sandbox.sandbox_id, Status.AVAILABLE, Status.STALE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from app.config import Settings
 from app.domain import Status
 from app.jobs import cleanup_policy
 from app.jobs.cleanup import CleanupJob
+from app.jobs.sync import ADD_CHUNK
 from app.main import create_app
 from app.services import Services
 from app.store import SandboxStore, Transition
@@ -39,6 +41,14 @@ def csp_settings(on_backend: Callable[..., Settings], fake_csp: FakeCsp) -> Sett
 def app(csp_settings: Settings, clock: FakeClock) -> FastAPI:
     """The shared `client` and `store` fixtures then run this app, with the fake CSP."""
     return create_app(csp_settings, clock=clock)
+
+
+class TickingClock(FakeClock):
+    """A clock a second later at every reading."""
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
 
 
 async def admin_post(client: httpx.AsyncClient, path: str, **params: Any) -> dict[str, Any]:
@@ -349,3 +359,21 @@ async def test_jobs_racing_allocations_never_revert_or_double_allocate(
         row = await store.get(sandbox_id)
         assert row is not None and row.status is Status.ALLOCATED  # never reverted
     assert await store.integrity_violations() == []
+
+
+async def test_a_big_first_sync_stamps_its_events_as_it_writes_them(
+    make_settings: Callable[..., Settings], fake_csp: FakeCsp,
+) -> None:
+    ticking = TickingClock()  # a second passes at every reading: writes take time
+    settings = make_settings(broker_provider="csp", csp_base_url=fake_csp.base_url,
+                             csp_api_token=fake_csp.token)
+    count = 2 * ADD_CHUNK + 1
+    for i in range(count):
+        fake_csp.add_account(f"lab-{i:04d}")
+    async for client in started(create_app(settings, clock=ticking)):
+        assert (await admin_post(client, "sync"))["synced"] == count
+        page = (await client.get("/v1/admin/events", headers=ADMIN,
+                                 params={"type": "synced", "limit": 500})).json()
+    stamped = Counter(event["at"] for event in page["events"])
+    assert sum(stamped.values()) == count
+    assert sorted(stamped.values()) == [1, ADD_CHUNK, ADD_CHUNK]  # one time per chunk

@@ -83,6 +83,33 @@ async def test_lost_round_fetches_fresh_candidates(
     assert result.sandbox.expires_at == int(clock.now) + 3600
 
 
+class SlowStealingStore(StealingStore):
+    """A StealingStore in a brownout: every claim takes `seconds` of the clock."""
+
+    def __init__(self, inner: SqliteStore, steals: int, clock: FakeClock, seconds: float):
+        super().__init__(inner, steals)
+        self._clock, self._seconds = clock, seconds
+
+    async def claim(
+        self, candidates: Sequence[object], lease: Lease, event: object = None
+    ) -> ClaimResult:
+        self._clock.advance(self._seconds)
+        return await super().claim(candidates, lease, event)
+
+
+async def test_the_event_carries_the_time_of_the_round_that_won(
+    sqlite_store: SqliteStore, clock: FakeClock
+) -> None:
+    await sqlite_store.add(make_sandboxes(10))
+    store = SlowStealingStore(sqlite_store, steals=1, clock=clock, seconds=40)
+    started = clock.now
+    result = await allocator(store, clock).allocate(AllocationRequest("me"))
+    # Its id must not be older than the round that wrote it (the DynamoDB feed waits
+    # 30 s for late writes), so not the time the first, lost round began.
+    page = await sqlite_store.list_events(result.sandbox.sandbox_id, None, None, 10)
+    assert [event.at for event in page.events] == [started + 40]
+
+
 async def test_every_round_lost_is_contention(
     sqlite_store: SqliteStore, clock: FakeClock
 ) -> None:
