@@ -19,6 +19,7 @@ from app.allocation import AllocationPolicy, Allocator
 from app.api import admin, dashboard, events, health, install_error_handlers, track
 from app.api import metrics as metrics_route
 from app.api.auth import TokenBook
+from app.api.docs_pages import install_docs_pages
 from app.api.middleware import install_middleware
 from app.config import Settings
 from app.domain import Clock
@@ -101,10 +102,9 @@ def create_app(
         title="sandbox-broker",
         version="0.1.0",
         description=app_doc,
-        docs_url=f"{base}/docs",
-        redoc_url=f"{base}/redoc",
+        docs_url=None,  # app/api/docs_pages.py serves them, with pinned, checked assets
+        redoc_url=None,
         openapi_url=f"{base}/openapi.json",
-        swagger_ui_oauth2_redirect_url=f"{base}/docs/oauth2-redirect",
         lifespan=lifespan,
         **_NO_NATIVE_TELEMETRY,
     )
@@ -121,7 +121,9 @@ def create_app(
     app.include_router(health.router)
     app.include_router(dashboard.build_router(base))
     app.include_router(metrics_route.build_router(metrics, settings))
-    install_middleware(app, settings, metrics,
+    docs_url, redoc_url = f"{base}/docs", f"{base}/redoc"
+    install_docs_pages(app, docs_url, redoc_url)
+    install_middleware(app, settings, metrics, docs_paths=(docs_url, redoc_url),
                        direct=[(track.allocate_route(track_router), track.allocate)])
     return app
 

@@ -178,7 +178,8 @@ class RequestContextMiddleware:
 
 
 def install_middleware(
-    app: FastAPI, settings: Settings, metrics: Metrics,
+    app: FastAPI, settings: Settings, metrics: Metrics, *,
+    docs_paths: Iterable[str] = (),
     direct: Iterable[tuple[BaseRoute, Endpoint]] = (),
 ) -> None:
     """Add every middleware, outermost first:
@@ -195,7 +196,7 @@ def install_middleware(
     layers: list[tuple[Any, dict[str, Any]]] = [
         (SecurityHeadersMiddleware, {
             "hsts_max_age": settings.hsts_max_age,
-            "docs_paths": {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url},
+            "docs_paths": docs_paths,
         }),
         (RequestContextMiddleware, {"metrics": metrics, "allocate_path": f"{base}/allocate"}),
     ]

@@ -28,13 +28,14 @@ __all__ = [
 
 # JSON needs no sources at all; nothing may frame, embed or post from a response.
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# Swagger UI and ReDoc load from the CDN FastAPI points at; their inline styles (and
-# ReDoc's blob: worker) are allowed, but inline scripts only by hash, never 'unsafe-inline'.
+# Swagger UI and ReDoc load pinned files from the CDN, each checked by its integrity
+# hash (app/api/docs_pages.py); their inline styles (and ReDoc's blob: worker) are
+# allowed, but inline scripts only by hash, never 'unsafe-inline'.
 DOCS_CSP = (
     "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net{hashes}; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "font-src 'self' https://fonts.gstatic.com; connect-src 'self'; worker-src 'self' blob:; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://cdn.redoc.ly; font-src 'self' data:; "
+    "connect-src 'self'; worker-src 'self' blob:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 EXPOSED_HEADERS = (

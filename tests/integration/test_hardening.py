@@ -23,6 +23,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from app.api.docs_pages import ASSETS
 from app.api.security import API_CSP, EXPOSED_HEADERS, inline_script_hashes
 from app.config import Settings
 from app.main import create_app
@@ -200,7 +201,7 @@ async def test_every_answer_is_secured(build: AppFactory, status: int, method: s
         assert TRACK_TOKEN not in response.text and "kaboom" not in response.text
 
 
-@pytest.mark.parametrize("path", ["/v1/docs", "/v1/redoc", "/v1/docs/oauth2-redirect"])
+@pytest.mark.parametrize("path", ["/v1/docs", "/v1/redoc"])
 async def test_docs_pages_get_a_csp_they_render_under(build: AppFactory, path: str) -> None:
     async with serving(build()) as client:
         response = await client.get(path)
@@ -216,6 +217,23 @@ async def test_docs_pages_get_a_csp_they_render_under(build: AppFactory, path: s
     for tag, url in re.findall(external, response.text):
         directive = "script-src" if tag == "script" else "style-src"
         assert url in policy[directive] or url in policy["img-src"], (tag, url)
+
+
+@pytest.mark.parametrize("path", ["/v1/docs", "/v1/redoc"])
+async def test_docs_pages_load_only_pinned_files_checked_by_integrity(
+    build: AppFactory, path: str,
+) -> None:
+    async with serving(build()) as client:
+        page = (await client.get(path)).text
+    pinned = {asset.url: asset.integrity for asset in ASSETS}
+    tags = re.findall(r"<(?:script|link)\b[^>]*>", page)
+    external = [(tag, url) for tag in tags
+                for url in re.findall(r'(?:src|href)="(https?://[^"]+)"', tag)]
+    assert external  # the pages do load their UI from the CDN
+    for tag, url in external:
+        assert url in pinned, f"{url} is not a pinned asset"
+        assert f'integrity="{pinned[url]}"' in tag and 'crossorigin="anonymous"' in tag
+    assert "fonts.googleapis.com" not in page and "fastapi.tiangolo.com" not in page
 
 
 async def test_a_routes_own_policy_wins(build: AppFactory) -> None:
