@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.responses import HTMLResponse
 
-__all__ = ["ASSETS", "Asset", "install_docs_pages"]
+__all__ = ["ASSETS", "REDOC_JS", "SWAGGER_CSS", "SWAGGER_JS", "Asset", "install_docs_pages"]
 
 _CDN = "https://cdn.jsdelivr.net/npm"
 _NO_ICON = "data:,"  # no favicon request to anyone

@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.docs_pages import REDOC_JS, SWAGGER_CSS, SWAGGER_JS
 from app.api.errors import error_response
 
 __all__ = [
@@ -28,12 +29,13 @@ __all__ = [
 
 # JSON needs no sources at all; nothing may frame, embed or post from a response.
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# Swagger UI and ReDoc load pinned files from the CDN, each checked by its integrity
-# hash (app/api/docs_pages.py); their inline styles (and ReDoc's blob: worker) are
-# allowed, but inline scripts only by hash, never 'unsafe-inline'.
+# Swagger UI and ReDoc load exactly their pinned files from the CDN, each also checked by
+# its integrity hash (app/api/docs_pages.py); their inline styles (and ReDoc's blob:
+# worker) are allowed, but inline scripts only by hash, never 'unsafe-inline'.
+_DOCS_SCRIPTS = " ".join(asset.url for asset in (SWAGGER_JS, REDOC_JS))
 DOCS_CSP = (
-    "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net{hashes}; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    f"default-src 'none'; script-src 'self' {_DOCS_SCRIPTS}{{hashes}}; "
+    f"style-src 'self' 'unsafe-inline' {SWAGGER_CSS.url}; "
     "img-src 'self' data: https://cdn.redoc.ly; font-src 'self' data:; "
     "connect-src 'self'; worker-src 'self' blob:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"

@@ -224,7 +224,9 @@ async def test_docs_pages_load_only_pinned_files_checked_by_integrity(
     build: AppFactory, path: str,
 ) -> None:
     async with serving(build()) as client:
-        page = (await client.get(path)).text
+        response = await client.get(path)
+    page, policy = response.text, response.headers["content-security-policy"]
+    assert not re.search(r"https://cdn\.jsdelivr\.net/?(?:[\s;]|$)", policy)  # not the CDN
     pinned = {asset.url: asset.integrity for asset in ASSETS}
     tags = re.findall(r"<(?:script|link)\b[^>]*>", page)
     external = [(tag, url) for tag in tags
@@ -233,6 +235,7 @@ async def test_docs_pages_load_only_pinned_files_checked_by_integrity(
     for tag, url in external:
         assert url in pinned, f"{url} is not a pinned asset"
         assert f'integrity="{pinned[url]}"' in tag and 'crossorigin="anonymous"' in tag
+        assert f" {url}" in policy  # the policy allows that file, not its neighbours
     assert "fonts.googleapis.com" not in page and "fastapi.tiangolo.com" not in page
 
 

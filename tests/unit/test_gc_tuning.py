@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -31,14 +32,22 @@ def test_settle_heap_freezes_start_up_objects_and_raises_the_young_threshold(
     assert gc.get_threshold() == (YOUNG_THRESHOLD, middle, old)
 
 
-def test_cycles_made_after_settling_are_still_collected(restored_gc: None) -> None:
+def test_cycles_made_after_settling_are_still_collected_automatically(
+    restored_gc: None,
+) -> None:
     settle_heap()
+    gc.collect()  # an empty young generation to start from
 
     class Node:
         partner: object
 
     first, second = Node(), Node()
     first.partner, second.partner = second, first
+    probe = weakref.ref(first)
     del first, second
+    assert probe() is not None  # reference counting alone never frees a cycle
 
-    assert gc.collect() >= 2
+    churn = [[index] for index in range(YOUNG_THRESHOLD + 1)]  # crosses the threshold
+
+    assert probe() is None, "no young collection ran"
+    assert len(churn) > YOUNG_THRESHOLD
