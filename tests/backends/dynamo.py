@@ -192,7 +192,7 @@ def dynamo_settings(endpoint: str, table: str | None = None, **overrides: Any) -
         "ddb_endpoint_url": endpoint,
         "ddb_table_name": table or unique_table_name(),
         "aws_region": "us-east-1",
-        "store_timeout_sec": 2.0,
+        "store_timeout_sec": 5.0,  # moto answers one request at a time: long queues
         "store_unavailable_retry_after_sec": 3,
     }
     values.update(overrides)
