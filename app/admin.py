@@ -35,13 +35,14 @@ class AdminService:
         return await self.store.list(where, limit, cursor)
 
     async def stats(self) -> dict[str, Any]:
-        """Flat counts by status, the total, and the oldest pending deletion's age."""
+        """Flat counts by status, the total, and the age of the oldest pending deletion
+        (since it was requested: its retries do not make it younger)."""
         counts = await self.store.count_by_status()
         stats: dict[str, Any] = {str(status): n for status, n in counts.items()}
         stats["total"] = sum(counts.values())
         oldest: int | None = None  # every pending row is read: an admin call, not a hot path
         async for page in rows_in(self.store, Status.PENDING_DELETION):
-            first = min(s.updated_at for s in page)
+            first = min(s.deletion_requested_at or s.updated_at for s in page)
             oldest = first if oldest is None else min(oldest, first)
         stats["oldest_pending_deletion_age_sec"] = (
             None if oldest is None else int(self.clock()) - oldest)

@@ -82,6 +82,9 @@ class Sandbox:
     deletion_attempts: int = 0
     next_attempt_at: int | None = None
     last_error: str | None = None
+    # When it entered the deletion queue (released, expired or marked by an admin); kept
+    # through every retry, so a deletion's age is not reset by its own retries.
+    deletion_requested_at: int | None = None
 
     def evolve(self, **changes: Any) -> Sandbox:
         """A copy with `changes` applied (the domain objects are immutable)."""

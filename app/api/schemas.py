@@ -103,6 +103,7 @@ class AdminSandboxOut(SandboxOut):
     deletion_attempts: int
     next_attempt_at: int | None
     last_error: str | None
+    deletion_requested_at: int | None
 
 
 class SandboxPage(BaseModel):
@@ -128,4 +129,5 @@ def admin_sandbox_body(sandbox: Sandbox) -> dict[str, Any]:
         "deletion_attempts": sandbox.deletion_attempts,
         "next_attempt_at": sandbox.next_attempt_at,
         "last_error": sandbox.last_error,
+        "deletion_requested_at": sandbox.deletion_requested_at,
     }

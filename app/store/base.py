@@ -63,6 +63,19 @@ class Transition:
     changes: Mapping[str, Any] | None = None
     event: EventDraft | None = None  # recorded in the same atomic write as the change
 
+    def updates(self, now: int) -> dict[str, Any]:
+        """Every column the change writes: its `changes`, the status, updated_at, and
+        deletion_requested_at when the sandbox enters the deletion queue from outside
+        it (a retry or an admin's retry keeps the first request's time)."""
+        updates: dict[str, Any] = {**(self.changes or {}), "status": self.new,
+                                   "updated_at": now}
+        if self.new is Status.PENDING_DELETION and self.expected not in _DELETION_QUEUE:
+            updates.setdefault("deletion_requested_at", now)
+        return updates
+
+
+_DELETION_QUEUE = frozenset({Status.PENDING_DELETION, Status.DELETING, Status.DELETION_FAILED})
+
 
 @dataclass(frozen=True, slots=True)
 class SandboxFilter:

@@ -206,8 +206,7 @@ class DynamoStore(DynamoWriter):
     async def transition(self, change: Transition, now: int) -> Sandbox | None:
         if change.new is not change.expected:
             check_transition(change.expected, change.new)
-        updates: dict[str, Any] = {**(change.changes or {}), "status": change.new,
-                                   "updated_at": now}
+        updates = change.updates(now)
         unknown = set(updates) - WRITABLE
         if unknown:
             raise ValueError(f"not writable: {sorted(unknown)}")

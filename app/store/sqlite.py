@@ -37,7 +37,7 @@ from app.store.sqlite_rows import (
     to_row,
     window_op,
 )
-from app.store.sqlite_schema import SCHEMA
+from app.store.sqlite_schema import SCHEMA, add_missing_columns
 
 __all__ = ["SqliteStore"]
 
@@ -128,6 +128,8 @@ class SqliteStore:
                     # Duplicate live owners already in the file: never claim on top of
                     # that; `verify` reports it.
                     self._schema_problem = "the one-live-lease-per-owner index cannot be built"
+            with self._transaction(conn):
+                add_missing_columns(conn)
 
         await self._run(create)
         return {"backend": "sqlite", "path": self._path, "schema": list(SCHEMA)}
@@ -196,8 +198,8 @@ class SqliteStore:
     async def transition(self, change: Transition, now: int) -> Sandbox | None:
         if change.new is not change.expected:
             check_transition(change.expected, change.new)
-        updates: dict[str, Any] = {**(change.changes or {}), "status": str(change.new),
-                                   "updated_at": now}
+        updates = change.updates(now)
+        updates["status"] = str(change.new)
         unknown = set(updates) - WRITABLE
         if unknown:
             raise ValueError(f"not writable: {sorted(unknown)}")

@@ -1,14 +1,17 @@
-"""The embedded store's schema: CREATE statements run (idempotently) at every open.
+"""The embedded store's schema: CREATE statements run (idempotently) at every open,
+then the columns a file made by an older release lacks are added.
 
 Older files stay readable by older releases: columns and indexes they expect are kept
-even where this release no longer uses them.
+even where this release no longer uses them, and added columns are nullable.
 """
 
 from __future__ import annotations
 
+import sqlite3
+
 from app.store.sqlite_events import EVENT_SCHEMA
 
-__all__ = ["SANDBOX_SCHEMA", "SCHEMA"]
+__all__ = ["ADDED_COLUMNS", "SANDBOX_SCHEMA", "SCHEMA", "add_missing_columns"]
 
 SANDBOX_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sandboxes (
@@ -29,7 +32,8 @@ SANDBOX_SCHEMA = (
         last_error TEXT,
         -- unused since claims go in rowid order; kept so an older release can still open
         -- the file (it indexes this column)
-        pick_key INTEGER NOT NULL DEFAULT (abs(random()) % 1000000007)
+        pick_key INTEGER NOT NULL DEFAULT (abs(random()) % 1000000007),
+        deletion_requested_at INTEGER
     )""",
     """CREATE UNIQUE INDEX IF NOT EXISTS one_live_lease_per_owner
         ON sandboxes(owner) WHERE status = 'allocated'""",
@@ -48,3 +52,19 @@ SANDBOX_SCHEMA = (
     )""",
 )
 SCHEMA = SANDBOX_SCHEMA + EVENT_SCHEMA
+
+ADDED_COLUMNS = {"sandboxes": {"deletion_requested_at": "INTEGER"}}
+"""Columns later releases added to a table, with their types (all nullable)."""
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> list[str]:
+    """Add each ADDED_COLUMNS column the file lacks; the caller holds the write lock,
+    so two workers opening an older file together do not both add it."""
+    added = []
+    for table, columns in ADDED_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column, kind in columns.items():
+            if column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                added.append(f"{table}.{column}")
+    return added

@@ -167,8 +167,22 @@ async def test_transition_conditions_on_owner_and_expiry(store: SandboxStore) ->
     expire = Transition(sid, Status.ALLOCATED, Status.PENDING_DELETION,
                         expires_at_max=expires + HOUR)
     expired = await store.transition(expire, NOW + 4)
-    assert expired == extended.evolve(status=Status.PENDING_DELETION, updated_at=NOW + 4)
+    assert expired == extended.evolve(status=Status.PENDING_DELETION, updated_at=NOW + 4,
+                                      deletion_requested_at=NOW + 4)
     assert await store.get_lease("owner-1") is None
+
+
+async def test_a_release_records_when_deletion_was_requested(store: SandboxStore) -> None:
+    a, b = make(2)
+    await store.add([a, b])
+    leased = await claimed(store, a, "o-1")
+    assert leased.deletion_requested_at is None
+    released = await store.transition(
+        Transition(a.sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION), NOW + 5)
+    assert released is not None and released.deletion_requested_at == NOW + 5
+    staled = await store.transition(Transition(b.sandbox_id, Status.AVAILABLE, Status.STALE),
+                                    NOW + 6)
+    assert staled is not None and staled.deletion_requested_at is None
 
 
 async def test_leaving_allocated_frees_the_owner(store: SandboxStore) -> None:
@@ -206,10 +220,13 @@ async def test_deletion_lifecycle_to_removal(store: SandboxStore) -> None:
     for at, (expected, new, changes) in enumerate(steps):
         row = await store.transition(Transition(sid, expected, new, changes=changes), NOW + at)
         assert row is not None and row.status is new and row.updated_at == NOW + at
+        # Requested once, when it entered the queue; retries do not move that time.
+        assert row.deletion_requested_at == NOW
     final = await store.get(sid)
     assert final is not None
     assert (final.deletion_attempts, final.next_attempt_at, final.last_error) == (
         2, NOW + 60, "HTTP 503")
+    assert final.deletion_requested_at == NOW
     assert await store.remove(sid, Status.DELETING)
     assert await store.get(sid) is None
 

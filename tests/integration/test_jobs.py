@@ -250,6 +250,20 @@ async def test_a_revoked_csp_token_delays_deletions_but_fails_none(
     assert (await admin_post(client, "cleanup"))["deleted"] == 3
 
 
+async def test_a_retried_deletion_keeps_its_age(
+    client: httpx.AsyncClient, fake_csp: FakeCsp, clock: FakeClock
+) -> None:
+    requested = int(clock.now)
+    await _release_all(client, fake_csp, 1)
+    clock.advance(600)
+    fake_csp.fail_next(1, status=503)
+    assert (await admin_post(client, "cleanup"))["retried"] == 1  # the row is written again
+    assert (await stats(client))["oldest_pending_deletion_age_sec"] == 600
+    listed = (await client.get("/v1/admin/sandboxes", headers=ADMIN,
+                               params={"status": "pending_deletion"})).json()["sandboxes"]
+    assert [row["deletion_requested_at"] for row in listed] == [requested]
+
+
 async def test_crash_mid_deletion_is_picked_up_later(
     client: httpx.AsyncClient, store: SandboxStore, fake_csp: FakeCsp,
     clock: FakeClock,

@@ -282,6 +282,7 @@ function openDetails(s, opener) {
     ["SFDC account", s.sfdc_account_id], ["Allocated", clock(s.allocated_at)],
     ["Expires", clock(s.expires_at)], ["Extensions", s.extensions],
     ["Created", clock(s.created_at)], ["Updated", clock(s.updated_at)],
+    ["Deletion requested", clock(s.deletion_requested_at)],
     ["Deletion attempts", s.deletion_attempts], ["Next attempt", clock(s.next_attempt_at)],
     ["Last error", s.last_error]];
   $("details-title").textContent = `Sandbox ${s.name}`;
