@@ -1,4 +1,4 @@
-"""`sandbox-broker serve | init-store | seed | verify`: the operator's entry points."""
+"""`sandbox-broker serve | init-store | seed | verify | bench`: the operator's entry points."""
 
 from __future__ import annotations
 
@@ -168,11 +168,18 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--count", type=_positive, required=True)
     seed.add_argument("--prefix", default="lab-")
     commands.add_parser("verify", help="check the store's invariants; non-zero on violation")
+    commands.add_parser("bench", add_help=False,  # its own options: `bench --help`
+                        help="load-test a running broker's allocate endpoint (JSON report)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:  # the load runner parses its own options
+        from app.loadgen.runner import main as bench
+
+        return bench(arguments[1:])
+    args = _parser().parse_args(arguments)
     if args.command == "serve":
         return _serve(args)
     if args.command == "init-store":

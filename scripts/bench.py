@@ -13,8 +13,9 @@ and under the contention scenario's shape (300 new connections at once).
 A memory run allocates 200,000 sandboxes on SQLite with 1 worker and compares the
 server's RSS after a warm-up with its RSS at the end.
 
-Load comes from tests/load/runner.py in its own process; the server's RSS and CPU time
-are read from /proc (the whole process tree, so uvicorn's supervisor is included).
+Load comes from app/loadgen/runner.py (`sandbox-broker bench`) in its own process; the
+server's RSS and CPU time are read from /proc (the whole process tree, so uvicorn's
+supervisor is included).
 Writes bench/results/<YYYY-MM-DD>.json and .md and prints the table.
 
     .venv/bin/python scripts/bench.py                     # everything (~5-10 min)

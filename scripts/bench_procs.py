@@ -153,10 +153,10 @@ def cli(env: Mapping[str, str], *args: str, timeout: float = 900) -> dict[str, A
 
 
 def load(url: str, token: str, *args: str) -> dict[str, Any]:
-    """Run tests/load/runner.py in its own process; its JSON summary."""
+    """Run the load generator (app/loadgen/runner.py) in its own process; its JSON summary."""
     env = {**os.environ, "BENCH_TOKEN": token, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "tests.load.runner", "--url", url, "--token-env", "BENCH_TOKEN",
+        [sys.executable, "-m", "app.loadgen.runner", "--url", url, "--token-env", "BENCH_TOKEN",
          *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load runner failed:\n{done.stderr}")

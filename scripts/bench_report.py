@@ -101,7 +101,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{m['cores']} cores ({m['cpu']}), {m['memory_mib']} MiB, Linux {m['kernel']}, "
         f"Python {m['python']}, SQLite {m['sqlite']}; load generator on the same machine "
-        f"(tests/load/runner.py, raw HTTP/1.1 client). Load average at start: "
+        f"(app/loadgen/runner.py, raw HTTP/1.1 client). Load average at start: "
         f"{', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}.",
         "",
         "| store | workers | scenario | req/s | created/s | vs baseline | p50 ms | p95 ms "

@@ -1,4 +1,5 @@
-"""Load-test kit: the Python load runner, the baseline app and the k6 scripts (k6/).
+"""Load-test kit: the baseline app, the k6 scripts (k6/) and a smoke test of the Python
+load runner (app/loadgen/, `sandbox-broker bench`).
 
 See docs/performance.md for the scenarios, how to run them and measured results.
 """

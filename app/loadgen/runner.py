@@ -1,6 +1,6 @@
 """Async HTTP load runner for `POST /v1/allocate` (no k6 needed); prints one JSON object.
 
-    python -m tests.load.runner --url http://127.0.0.1:8080 --token-env BROKER_API_TOKEN \
+    sandbox-broker bench --url http://127.0.0.1:8080 --token-env BROKER_API_TOKEN \
         --connections 64 --duration 15 --requests 100000 --owners distinct --prefix run1-
 
 Every connection is a keep-alive HTTP/1.1 connection that sends one request at a time
@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from tests.load.raw_http import HttpConnection
+from app.loadgen.raw_http import HttpConnection
 
 __all__ = ["LoadConfig", "Report", "main", "run_load"]
 
@@ -315,7 +315,7 @@ def _parse_owners(raw: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.load.runner",
+    parser = argparse.ArgumentParser(prog="sandbox-broker bench",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8080")
