@@ -60,9 +60,17 @@ class SyncJob:
             return row.sandbox_id in listed or row.external_id in accounts
 
         missing = [s for s in available if not is_listed(s)]
-        # The guard's pool is what sync manages (available + stale rows, and what the
-        # answer lists): leased rows must not dilute it. An empty answer is an outage.
-        managed = len({s.sandbox_id for s in available + stale} | listed.keys())
+        # The guard's pool is what sync manages: available and stale rows, and listed
+        # accounts no other row holds. Leased (or releasing) sandboxes must not dilute
+        # it, as rows or as listed accounts: an answer that lists the leased accounts
+        # but leaves out the idle ones is partial, not a retirement. An empty answer is
+        # an outage.
+        held = [s for s in rows if s.status not in (Status.AVAILABLE, Status.STALE)]
+        held_ids = {s.sandbox_id for s in held}
+        held_accounts = {s.external_id for s in held if s.external_id}
+        unheld = {sandbox_id for sandbox_id, p in listed.items()
+                  if sandbox_id not in held_ids and p.external_id not in held_accounts}
+        managed = len({s.sandbox_id for s in available + stale} | unheld)
         if missing and not force and (
             not listed or len(missing) > self._max_stale_fraction * managed
         ):

@@ -109,6 +109,23 @@ async def test_empty_answer_with_most_of_the_pool_leased_stales_nothing(
     assert (await stats(client))["available"] == 2
 
 
+async def test_an_answer_listing_only_the_leased_accounts_stales_nothing(
+    client: httpx.AsyncClient, fake_csp: FakeCsp
+) -> None:
+    for i in range(10):
+        fake_csp.add_account(f"lab-{i:02d}")
+    await admin_post(client, "sync")
+    leased = {(await client.post("/v1/allocate", headers=owner_headers(f"busy-{i}"))).json()[
+        "name"] for i in range(8)}
+    idle = [row for row in fake_csp.rows if row["name"] not in leased]
+    assert len(idle) == 2
+    for row in idle:  # a partial answer: the leased accounts, none of the idle ones
+        fake_csp.remove_account(row["id"].rsplit("/", 1)[-1])
+    refused = await client.post("/v1/admin/sync", headers=ADMIN)
+    assert refused.status_code == 409  # 2 of 2 idle sandboxes, not 2 of 10
+    assert (await stats(client))["available"] == 2
+
+
 async def test_an_account_listed_under_another_id_is_not_a_second_sandbox(
     client: httpx.AsyncClient, fake_csp: FakeCsp
 ) -> None:
