@@ -95,14 +95,20 @@ async def test_empty_answer_stales_nothing_unless_forced(
     assert (await admin_post(client, "sync", force="true"))["staled"] == 10
 
 
+async def _pool_mostly_leased(client: httpx.AsyncClient, fake: FakeCsp) -> set[str]:
+    """10 sandboxes synced from the portal, 8 of them leased: the leased names."""
+    for i in range(10):
+        fake.add_account(f"lab-{i:02d}")
+    await admin_post(client, "sync")
+    answers = [await client.post("/v1/allocate", headers=owner_headers(f"busy-{i}"))
+               for i in range(8)]
+    return {answer.json()["name"] for answer in answers}
+
+
 async def test_empty_answer_with_most_of_the_pool_leased_stales_nothing(
     client: httpx.AsyncClient, fake_csp: FakeCsp
 ) -> None:
-    for i in range(10):
-        fake_csp.add_account(f"lab-{i:02d}")
-    await admin_post(client, "sync")
-    for i in range(8):
-        await client.post("/v1/allocate", headers=owner_headers(f"busy-{i}"))
+    await _pool_mostly_leased(client, fake_csp)
     fake_csp.empty_list = True
     refused = await client.post("/v1/admin/sync", headers=ADMIN)
     assert refused.status_code == 409  # 2 of 10 looked small, but empty is an outage
@@ -112,11 +118,7 @@ async def test_empty_answer_with_most_of_the_pool_leased_stales_nothing(
 async def test_an_answer_listing_only_the_leased_accounts_stales_nothing(
     client: httpx.AsyncClient, fake_csp: FakeCsp
 ) -> None:
-    for i in range(10):
-        fake_csp.add_account(f"lab-{i:02d}")
-    await admin_post(client, "sync")
-    leased = {(await client.post("/v1/allocate", headers=owner_headers(f"busy-{i}"))).json()[
-        "name"] for i in range(8)}
+    leased = await _pool_mostly_leased(client, fake_csp)
     idle = [row for row in fake_csp.rows if row["name"] not in leased]
     assert len(idle) == 2
     for row in idle:  # a partial answer: the leased accounts, none of the idle ones
