@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
-__all__ = ["Role", "TokenBook", "token_digest", "token_id"]
+__all__ = ["Role", "TokenBook", "bearer_token", "token_digest", "token_id"]
+
+# The scheme is case-insensitive (RFC 9110); a token is printable ASCII without spaces,
+# as Settings requires of every configured one.
+_BEARER = re.compile(r"^(?i:bearer) ([\x21-\x7e]+)$")
 
 
 class Role(Enum):
     TRACK = "track"
     ADMIN = "admin"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value; None if it is not one.
+    The one parser for every reader of the header (auth, rate limits, /metrics)."""
+    match = _BEARER.match(authorization) if authorization else None
+    return None if match is None else match.group(1)
 
 
 def token_digest(token: str) -> bytes:
@@ -47,9 +59,8 @@ class TokenBook:
         """`identify`, digested at most once per request: the rate limiter and the
         route's auth both ask, so the answer waits in the request's state beside a
         fingerprint of the token it is for (Python's keyed string hash: the state never
-        holds the token itself). Both askers read the same header of the same request,
-        so the fingerprints only differ, and the token is digested again, if they parsed
-        it differently."""
+        holds the token itself). Both askers read the header with `bearer_token`, so the
+        fingerprints match."""
         fingerprint = hash(token)
         seen = state.get("token_identity")
         if seen is not None and seen[0] == fingerprint:

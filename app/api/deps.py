@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.auth import Role, TokenBook
+from app.api.auth import Role, TokenBook, bearer_token
 from app.api.errors import ApiError
 from app.services import Services
 
@@ -27,7 +27,6 @@ __all__ = [
 
 MAX_HEADER_CHARS = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_BEARER = re.compile(r"^(?i:bearer) ([\x21-\x7e]+)$")  # schemes are case-insensitive
 
 
 # Dependencies are `async def` although they do no I/O: FastAPI runs plain `def`
@@ -48,11 +47,11 @@ def authenticate(request: Request, wanted: Role) -> str:
     challenge = {"WWW-Authenticate": "Bearer"}
     if not raw:
         raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", challenge)
-    match = _BEARER.match(raw)
-    if match is None:
+    token = bearer_token(raw)
+    if token is None:
         raise ApiError(401, "UNAUTHORIZED", "use 'Authorization: Bearer <token>'", challenge)
     book: TokenBook = request.app.state.token_book
-    known = book.identify_for(match.group(1), request.scope.setdefault("state", {}))
+    known = book.identify_for(token, request.scope.setdefault("state", {}))
     if known is None:
         raise ApiError(401, "UNAUTHORIZED", "the token is not valid", challenge)
     role, token_id = known

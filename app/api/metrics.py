@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from app.api.auth import token_digest
+from app.api.auth import bearer_token, token_digest
 from app.api.errors import ApiError
 from app.api.schemas import ErrorEnvelope
 from app.config import Settings
@@ -33,8 +33,8 @@ class MetricsAuth:
             raise ApiError(404, "NOT_FOUND", "Not Found")  # as for any unknown path
         if not self._digests:
             return
-        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        presented = token_digest(token) if scheme.lower() == "bearer" and token else b""
+        token = bearer_token(request.headers.get("authorization"))
+        presented = b"" if token is None else token_digest(token)
         matched = [hmac.compare_digest(presented, digest) for digest in self._digests]
         if not any(matched):
             raise ApiError(401, "UNAUTHORIZED", "a valid metrics bearer token is required",

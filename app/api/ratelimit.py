@@ -32,7 +32,7 @@ from slowapi import Limiter
 from slowapi.util import get_remote_address
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import TokenBook
+from app.api.auth import TokenBook, bearer_token
 from app.api.local_limits import Count, LocalCounter
 from app.api.security import refuse
 from app.config import Settings
@@ -170,9 +170,9 @@ class RateLimits:
         budget of their own, so they cannot mint fresh ones)."""
         for name, value in scope["headers"]:
             if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                known = self._tokens.identify_for(token, scope.setdefault("state", {})) if (
-                    scheme.lower() == "bearer" and token) else None
+                token = bearer_token(value.decode("latin-1"))
+                known = None if token is None else self._tokens.identify_for(
+                    token, scope.setdefault("state", {}))
                 return None if known is None else f"{known[0].value}:{known[1]}"
         return None
 

@@ -57,14 +57,11 @@ ADDED_COLUMNS = {"sandboxes": {"deletion_requested_at": "INTEGER"}}
 """Columns later releases added to a table, with their types (all nullable)."""
 
 
-def add_missing_columns(conn: sqlite3.Connection) -> list[str]:
+def add_missing_columns(conn: sqlite3.Connection) -> None:
     """Add each ADDED_COLUMNS column the file lacks; the caller holds the write lock,
     so two workers opening an older file together do not both add it."""
-    added = []
     for table, columns in ADDED_COLUMNS.items():
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for column, kind in columns.items():
             if column not in present:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                added.append(f"{table}.{column}")
-    return added

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.api import auth
-from app.api.auth import Role, TokenBook, token_digest, token_id
+from app.api.auth import Role, TokenBook, bearer_token, token_digest, token_id
 from app.config import Settings
 from app.domain import InvalidInput
 from app.store.cursor import CursorCodec, scope_of
@@ -65,6 +65,15 @@ def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_BASE_PATH", "/api")
     s = Settings()
     assert (s.k_candidates, s.api_base_path, s.is_dev) == (7, "/api", True)
+
+
+@pytest.mark.parametrize(("header", "token"), [
+    ("Bearer abc", "abc"), ("bearer abc", "abc"), ("BEARER a!~", "a!~"),
+    (None, None), ("", None), ("Bearer", None), ("Bearer ", None), ("Basic abc", None),
+    ("Bearer a b", None), ("Bearer  abc", None), ("Bearer ab\u00e9", None),
+])
+def test_bearer_token_is_read_one_way(header: str | None, token: str | None) -> None:
+    assert bearer_token(header) == token
 
 
 def test_token_book_roles() -> None:
