@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit venv tools programs check-deploy bench clean
+.PHONY: run test lint typecheck unit venv tools programs check-deploy bench bench-instructions clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,7 +33,8 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict scripts/bench.py scripts/bench_procs.py scripts/bench_report.py
+	$(VENV)/bin/mypy --strict scripts/bench.py scripts/bench_procs.py scripts/bench_report.py \
+		scripts/bench_instructions.py
 
 test: venv tools programs lint typecheck check-deploy  ## the whole suite, with the coverage floor
 	$(PY) -m pytest
@@ -43,6 +44,9 @@ unit: venv
 
 bench: venv tools  ## load benchmarks (not part of `make test`, ~5 min): bench/results/<date>.{json,md}
 	$(PY) scripts/bench.py
+
+bench-instructions: venv  ## instructions per allocation and per baseline request under callgrind (~1 min, noise-free A/B)
+	$(PY) scripts/bench_instructions.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache coverage.xml .coverage
