@@ -38,10 +38,10 @@ fi
 echo "install-debian: installing ${packages[*]} (apt-get)" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null || skip "apt-get update failed"
-install() { $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
-if ! install "${packages[@]}" "${extra[@]}"; then  # one bad package must not stop the rest
+apt_install() { $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+if ! apt_install "${packages[@]}" "${extra[@]}"; then  # one bad package must not stop the rest
     for package in "${packages[@]}"; do
-        install "$package" "${extra[@]}" || echo "install-debian: $package failed to install" >&2
+        apt_install "$package" "${extra[@]}" || echo "install-debian: $package failed to install" >&2
     done
 fi
 for pair in "${wanted[@]}"; do
