@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.domain import (
+    DELETION_QUEUE,
     Clock,
     Contention,
     ExtensionLimit,
@@ -31,7 +32,6 @@ from app.store.base import ClaimOutcome, ClaimResult, SandboxStore, Transition
 __all__ = ["AllocationPolicy", "AllocationRequest", "AllocationResult", "Allocator"]
 
 MAX_WINDOW = 100
-_RELEASED = frozenset({Status.PENDING_DELETION, Status.DELETING, Status.DELETION_FAILED})
 # Outcomes after which the owner may already hold a lease to replay.
 _LOOK_FOR_LEASE = frozenset({ClaimOutcome.OWNER_HAS_LEASE, ClaimOutcome.EXHAUSTED})
 
@@ -130,7 +130,7 @@ class Allocator:
     async def release(self, sandbox_id: str, owner: str, actor: str = "track") -> Sandbox:
         """End the owner's lease: allocated -> pending_deletion. Idempotent for the owner."""
         sandbox = await self.get(sandbox_id, owner)
-        if sandbox.status in _RELEASED:
+        if sandbox.status in DELETION_QUEUE:
             return sandbox
         released = await self._store.transition(
             Transition(sandbox_id, Status.ALLOCATED, Status.PENDING_DELETION, owner=owner,
@@ -140,7 +140,7 @@ class Allocator:
         if released is not None:
             return released
         again = await self.get(sandbox_id, owner)  # raced another release or expiry
-        if again.status in _RELEASED:
+        if again.status in DELETION_QUEUE:
             return again
         if again.status is Status.ALLOCATED:  # still ours: it kept changing under us
             raise Contention("the lease changed while releasing; retry",

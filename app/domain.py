@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "DELETION_QUEUE",
     "LIVE_STATUSES",
     "TRANSITIONS",
     "Clock",
@@ -61,6 +62,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 LIVE_STATUSES = frozenset({Status.ALLOCATED})
 """Statuses in which a sandbox counts as an owner's live lease."""
+
+DELETION_QUEUE = frozenset({Status.PENDING_DELETION, Status.DELETING, Status.DELETION_FAILED})
+"""Statuses of a sandbox whose lease ended and that waits for (or failed) its deletion."""
 
 
 @dataclass(frozen=True, slots=True)

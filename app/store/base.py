@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
-from app.domain import Lease, Sandbox, Status
+from app.domain import DELETION_QUEUE, Lease, Sandbox, Status
 from app.events import Event, EventDraft, EventPage, EventType
 from app.store.cursor import scope_of
 
@@ -69,12 +69,9 @@ class Transition:
         it (a retry or an admin's retry keeps the first request's time)."""
         updates: dict[str, Any] = {**(self.changes or {}), "status": self.new,
                                    "updated_at": now}
-        if self.new is Status.PENDING_DELETION and self.expected not in _DELETION_QUEUE:
+        if self.new is Status.PENDING_DELETION and self.expected not in DELETION_QUEUE:
             updates.setdefault("deletion_requested_at", now)
         return updates
-
-
-_DELETION_QUEUE = frozenset({Status.PENDING_DELETION, Status.DELETING, Status.DELETION_FAILED})
 
 
 @dataclass(frozen=True, slots=True)
